@@ -1,0 +1,35 @@
+# GridWatch: `make demo` runs the all-in-one pipeline on simulated cameras; `make test` runs every check.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export GRIDWATCH_MODELS_DIR ?= $(CURDIR)/.cache/models
+export GRIDWATCH_MEDIA_DIR ?= $(CURDIR)/.cache/media
+
+.PHONY: setup models media demo test lint unit e2e bench clean
+
+setup:
+	bash scripts/setup.sh
+
+models: setup
+	$(BIN)/gridwatch models prepare --models-dir $(GRIDWATCH_MODELS_DIR)
+
+media: setup
+	$(BIN)/gridwatch media prepare --media-dir $(GRIDWATCH_MEDIA_DIR)
+
+demo: models media
+	$(BIN)/gridwatch run configs/demo.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy ingest detect alerts storage gridwatch
+	$(BIN)/lint-imports
+
+test: models media lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider --junitxml=test-artifacts/junit.xml
+
+bench: models media
+	$(BIN)/python bench/pipeline_demo.py
+
+clean:
+	rm -rf data test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,171 @@
+"""From detections to stored, published alerts: rules -> row -> snapshot -> bus -> clip."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from alerts.bus import AlertBus, BusMessage
+from alerts.rules import RuleEngine, Trigger
+from detect.annotate import draw_detections, encode_jpeg
+from detect.detections import Detections
+from ingest.clip import ClipResult
+from ingest.frames import Frame
+from ingest.source import ClipRequest
+from storage.metadata import AlertRecord, MetadataDB
+from storage.objectstore import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPlace:
+    village: str
+    grid: str
+
+
+class AlertPipeline:
+    """Turns a frame's detections into alerts. Uploads run on a small pool, never in the detector thread."""
+
+    def __init__(
+        self,
+        rules: RuleEngine,
+        bus: AlertBus,
+        db: MetadataDB,
+        store: ObjectStore,
+        places: Mapping[str, CameraPlace],
+        request_clip: Callable[[str, ClipRequest], None],
+        pre_roll_s: float,
+        post_roll_s: float,
+        upload_workers: int = 2,
+    ) -> None:
+        self.rules = rules
+        self.bus = bus
+        self.db = db
+        self.store = store
+        self.places = places
+        self.request_clip = request_clip
+        self.pre_roll_s = pre_roll_s
+        self.post_roll_s = post_roll_s
+        self._uploads = ThreadPoolExecutor(max_workers=upload_workers, thread_name_prefix="upload")
+        self.alerts_created = 0
+
+    def handle(self, frame: Frame, detections: Detections) -> list[str]:
+        """Evaluate rules; return the ids of the alerts raised for this frame."""
+        triggers = self.rules.evaluate(frame.camera_id, detections, now=frame.captured_at)
+        return [self._raise(frame, detections, trigger) for trigger in triggers]
+
+    def close(self, wait: bool = True) -> None:
+        self._uploads.shutdown(wait=wait)
+
+    def _raise(self, frame: Frame, detections: Detections, trigger: Trigger) -> str:
+        alert_id = uuid.uuid4().hex
+        created_at = datetime.now(UTC)
+        place = self.places[frame.camera_id]
+        record = AlertRecord(
+            id=alert_id,
+            camera_id=frame.camera_id,
+            village=place.village,
+            grid=place.grid,
+            label=trigger.label,
+            score=trigger.score,
+            bbox=trigger.bbox,
+            created_at=created_at,
+            frame_time=datetime.fromtimestamp(frame.captured_at, UTC),
+            snapshot_key=None,
+            clip_key=None,
+            clip_status="pending",
+            clip_duration_s=None,
+            clip_error=None,
+        )
+        self.db.add_alert(record)
+        self.alerts_created += 1
+        log.info(
+            "alert %s: %s %.2f on camera %s (grid %s)",
+            alert_id,
+            trigger.label,
+            trigger.score,
+            frame.camera_id,
+            place.grid,
+        )
+        snapshot_key = self._store_snapshot(frame, detections, alert_id, created_at)
+        message = BusMessage(
+            alert_id=alert_id,
+            kind="alert",
+            camera_id=frame.camera_id,
+            village=place.village,
+            grid=place.grid,
+            label=trigger.label,
+            score=trigger.score,
+            created_at=created_at.isoformat(),
+            snapshot_key=snapshot_key,
+            bbox=trigger.bbox,
+        )
+        self._publish(message)
+        self.request_clip(
+            frame.camera_id,
+            ClipRequest(
+                time_s=frame.time_s,
+                connection=frame.connection,
+                pre_roll_s=self.pre_roll_s,
+                post_roll_s=self.post_roll_s,
+                on_done=lambda result: self._uploads.submit(self._store_clip, message, result),
+            ),
+        )
+        return alert_id
+
+    def _store_snapshot(
+        self, frame: Frame, detections: Detections, alert_id: str, created_at: datetime
+    ) -> str | None:
+        key = self.store.snapshot_key(frame.camera_id, created_at, alert_id)
+        try:
+            jpeg = encode_jpeg(draw_detections(frame.image, detections))
+            self.store.put_bytes(key, jpeg, "image/jpeg", tags={"camera": frame.camera_id})
+            self.db.set_snapshot(alert_id, key)
+            return key
+        except Exception:
+            log.exception("snapshot of alert %s (camera %s) not stored", alert_id, frame.camera_id)
+            return None
+
+    def _publish(self, message: BusMessage) -> None:
+        try:
+            self.bus.publish(message)
+        except Exception:
+            log.exception("alert %s not published to the bus (it is in the database)", message.alert_id)
+
+    def _store_clip(self, message: BusMessage, result: ClipResult) -> None:
+        alert_id = message.alert_id
+        if result.path is None:
+            log.warning("alert %s has no clip: %s", alert_id, result.error)
+            self.db.set_clip(alert_id, key=None, status="failed", error=result.error)
+            return
+        key = self.store.clip_key(message.camera_id, datetime.fromisoformat(message.created_at), alert_id)
+        try:
+            self.store.put_file(
+                key, result.path, "video/mp4", tags={"camera": message.camera_id, "label": message.label}
+            )
+        except Exception as exc:
+            log.exception("clip of alert %s not uploaded", alert_id)
+            self.db.set_clip(alert_id, key=None, status="failed", error=str(exc))
+            return
+        result.path.unlink(missing_ok=True)
+        self.db.set_clip(alert_id, key=key, status="stored", duration_s=result.duration_s)
+        log.info("clip of alert %s stored: %s (%.1f s)", alert_id, key, result.duration_s)
+        self._publish(
+            BusMessage(
+                alert_id=alert_id,
+                kind="clip",
+                camera_id=message.camera_id,
+                village=message.village,
+                grid=message.grid,
+                label=message.label,
+                score=message.score,
+                created_at=message.created_at,
+                snapshot_key=message.snapshot_key,
+                clip_key=key,
+            )
+        )

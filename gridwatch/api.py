@@ -1,0 +1,178 @@
+"""The HTTP API (FastAPI app factory). Loopback-only until authentication lands."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel
+
+from storage.metadata import AlertRecord, CameraRecord, MetadataDB
+from storage.objectstore import ObjectStore
+
+
+class CameraOut(BaseModel):
+    id: str
+    name: str
+    village: str
+    grid: str
+    url: str  # redacted
+    detect_fps: float
+    enabled: bool
+    state: str | None = None
+
+
+class AlertOut(BaseModel):
+    id: str
+    camera_id: str
+    village: str
+    grid: str
+    label: str
+    score: float
+    bbox: list[float]
+    created_at: datetime
+    snapshot_url: str | None
+    clip_url: str | None
+    clip_status: str
+    clip_duration_s: float | None
+
+
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class AppState:
+    def __init__(
+        self,
+        db: MetadataDB,
+        store: ObjectStore,
+        presign_seconds: int,
+        camera_states: dict[str, str] | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.presign = timedelta(seconds=presign_seconds)
+        self.camera_states = camera_states if camera_states is not None else {}
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.gridwatch
+    return state
+
+
+State = Annotated[AppState, Depends(_state)]
+
+
+def _encode_cursor(alert: AlertRecord) -> str:
+    raw = f"{alert.created_at.isoformat()}|{alert.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, alert_id = raw.split("|", 1)
+        return datetime.fromisoformat(when), alert_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(status_code=400, detail="invalid cursor") from None
+
+
+def _alert_out(alert: AlertRecord) -> AlertOut:
+    base = f"/api/v1/alerts/{alert.id}"
+    return AlertOut(
+        id=alert.id,
+        camera_id=alert.camera_id,
+        village=alert.village,
+        grid=alert.grid,
+        label=alert.label,
+        score=alert.score,
+        bbox=list(alert.bbox),
+        created_at=alert.created_at,
+        snapshot_url=f"{base}/snapshot" if alert.snapshot_key else None,
+        clip_url=f"{base}/clip" if alert.clip_key else None,
+        clip_status=alert.clip_status,
+        clip_duration_s=alert.clip_duration_s,
+    )
+
+
+def _camera_out(camera: CameraRecord, states: dict[str, str]) -> CameraOut:
+    return CameraOut(
+        id=camera.id,
+        name=camera.name,
+        village=camera.village,
+        grid=camera.grid,
+        url=camera.url_redacted,
+        detect_fps=camera.detect_fps,
+        enabled=camera.enabled,
+        state=states.get(camera.id),
+    )
+
+
+def create_app(state: AppState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gridwatch = state
+        yield
+
+    app = FastAPI(title="GridWatch", version="0.1.0", lifespan=lifespan)
+    app.state.gridwatch = state
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/api/v1/cameras", response_model=list[CameraOut])
+    def list_cameras(s: State) -> list[CameraOut]:
+        return [_camera_out(c, s.camera_states) for c in s.db.list_cameras()]
+
+    @app.get("/api/v1/alerts", response_model=AlertPage)
+    def list_alerts(
+        s: State,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> AlertPage:
+        before = _decode_cursor(cursor) if cursor else None
+        alerts = s.db.list_alerts(limit=limit + 1, before=before)
+        page = alerts[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(alerts) > limit else None
+        return AlertPage(items=[_alert_out(a) for a in page], next_cursor=next_cursor)
+
+    def _get(s: AppState, alert_id: str) -> AlertRecord:
+        if len(alert_id) > 64:
+            raise HTTPException(status_code=404, detail="alert not found")
+        alert = s.db.get_alert(alert_id)
+        if alert is None:
+            raise HTTPException(status_code=404, detail="alert not found")
+        return alert
+
+    @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut)
+    def get_alert(alert_id: str, s: State) -> AlertOut:
+        return _alert_out(_get(s, alert_id))
+
+    @app.get("/api/v1/alerts/{alert_id}/snapshot", status_code=307)
+    def get_snapshot(alert_id: str, s: State) -> RedirectResponse:
+        alert = _get(s, alert_id)
+        if not alert.snapshot_key:
+            raise HTTPException(status_code=404, detail="this alert has no snapshot")
+        return RedirectResponse(s.store.presigned_get(alert.snapshot_key, s.presign), status_code=307)
+
+    @app.get("/api/v1/alerts/{alert_id}/clip", status_code=307)
+    def get_clip(alert_id: str, s: State) -> RedirectResponse:
+        alert = _get(s, alert_id)
+        if not alert.clip_key:
+            detail = "the clip is still being recorded" if alert.clip_status == "pending" else "no clip"
+            raise HTTPException(status_code=404, detail=detail)
+        return RedirectResponse(s.store.presigned_get(alert.clip_key, s.presign), status_code=307)
+
+    return app

@@ -1,0 +1,175 @@
+"""The `gridwatch` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gridwatch.logs import setup_logging
+from gridwatch.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="GridWatch: village camera ingestion, detection and alerts.", no_args_is_help=True)
+models_app = typer.Typer(help="Detector models.", no_args_is_help=True)
+media_app = typer.Typer(help="Test and demo media.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(media_app, name="media")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", envvar="GRIDWATCH_CONFIG")]
+log = logging.getLogger("gridwatch")
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C)")] = 0.0,
+) -> None:
+    """Run everything in one process: cameras, detectors, alerts, storage and the API."""
+    from gridwatch.runtime import Runtime
+
+    settings = _settings(config)
+    setup_logging(settings.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime = Runtime(settings)
+    try:
+        runtime.start()
+    except Exception as exc:
+        log.error("start failed: %s", exc)
+        raise typer.Exit(1) from None
+    if runtime.api_port:
+        typer.echo(f"API: http://{settings.api.host}:{runtime.api_port}/api/v1/alerts  (Ctrl-C stops)")
+    started = time.monotonic()
+    try:
+        while not stop.wait(1.0):
+            if duration and time.monotonic() - started >= duration:
+                break
+    finally:
+        log.info("stopping: finishing clips and shutting servers down")
+        runtime.stop()
+
+
+@app.command()
+def api(config: ConfigArg) -> None:
+    """Serve only the HTTP API (against configured external Redis, S3 and database)."""
+    import uvicorn
+
+    from gridwatch.api import AppState, create_app
+    from storage.metadata import MetadataDB
+    from storage.objectstore import ObjectStore
+
+    settings = _settings(config)
+    setup_logging(settings.log_level)
+    if settings.s3.endpoint is None:
+        typer.echo(
+            "error: `gridwatch api` needs s3.endpoint (use `gridwatch run` for embedded servers)", err=True
+        )
+        raise typer.Exit(2)
+    db = MetadataDB(settings.database_url())
+    db.create_schema()
+    store = ObjectStore(
+        settings.s3.endpoint,
+        settings.s3.access_key,
+        settings.s3.secret_key.get_secret_value(),
+        settings.s3.bucket,
+        secure=settings.s3.secure,
+        region=settings.s3.region,
+    )
+    state = AppState(db, store, settings.s3.presign_seconds)
+    uvicorn.run(create_app(state), host=settings.api.host, port=settings.api.port, log_level="info")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    models_dir: Annotated[
+        Path, typer.Option(help="Model cache directory", envvar="GRIDWATCH_MODELS_DIR")
+    ] = Path(".cache/models"),
+    force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
+) -> None:
+    """Fetch (from package registries only) and convert the detector models into the cache."""
+    from detect.models.prepare import prepare_models
+
+    try:
+        paths = prepare_models(models_dir, progress=lambda line: typer.echo(line), force=force)
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@media_app.command("prepare")
+def media_prepare(
+    media_dir: Annotated[Path, typer.Option(help="Media directory", envvar="GRIDWATCH_MEDIA_DIR")] = Path(
+        ".cache/media"
+    ),
+    force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
+) -> None:
+    """Build the test clips (people, flames, empty scene) from offline sources."""
+    from ingest.simulator.media import prepare_media
+
+    try:
+        paths = prepare_media(media_dir, progress=lambda line: typer.echo(line), force=force)
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command()
+def simulate(
+    media_dir: Annotated[Path, typer.Option(help="Media directory", envvar="GRIDWATCH_MEDIA_DIR")] = Path(
+        ".cache/media"
+    ),
+    port: Annotated[int, typer.Option(help="RTSP port on 127.0.0.1 (0: a free one)")] = 0,
+    loop: Annotated[bool, typer.Option(help="Replay clips forever")] = True,
+) -> None:
+    """Serve the test clips as RTSP cameras on 127.0.0.1 until Ctrl-C."""
+    from ingest.simulator.media import prepare_media
+    from ingest.simulator.server import Mount, RtspSimulator
+
+    media = prepare_media(media_dir, progress=lambda line: typer.echo(line))
+    mounts = [Mount(name=name, kind="file", path=path, loop=loop) for name, path in media.items()]
+    mounts.append(Mount(name="pattern", kind="pattern"))
+    simulator = RtspSimulator(mounts, port=port)
+    simulator.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(json.dumps({"ready": True, "cameras": {m.name: simulator.url(m.name) for m in mounts}}))
+    sys.stdout.flush()
+    try:
+        stop.wait()
+    finally:
+        simulator.stop()
+
+
+@app.command("check-config")
+def check_config(config: ConfigArg) -> None:
+    """Validate a config file and print a summary (secrets hidden)."""
+    settings = _settings(config)
+    typer.echo(
+        f"{config}: ok: {len(settings.cameras)} camera(s), {len(settings.villages)} village(s), "
+        f"{len(settings.grids)} grid(s), {len(settings.rules)} rule(s)"
+    )
+
+
+if __name__ == "__main__":
+    app()

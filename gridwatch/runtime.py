@@ -1,0 +1,256 @@
+"""`gridwatch run`: every part in one process, embedded servers where no external ones are configured."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from alerts.bus import AlertBus
+from alerts.pipeline import AlertPipeline, CameraPlace
+from alerts.rules import Rule, RuleEngine
+from detect.loop import Detector, DetectorLoop
+from gridwatch.api import AppState, create_app
+from gridwatch.models import load_detectors
+from gridwatch.services import RedisServer, S3Server
+from gridwatch.settings import SIM_SCHEME, Settings
+from ingest.frames import FrameSlot
+from ingest.source import CameraSource, ClipRequest, SourceConfig
+from ingest.urls import redact_url
+from storage.metadata import CameraRecord, MetadataDB
+from storage.objectstore import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Owns every part of a running GridWatch; `start()` brings them up, `stop()` takes them down."""
+
+    settings: Settings
+    detectors: list[Detector] | None = None  # injected by tests; else loaded from the model cache
+    redis_url: str = ""
+    s3_endpoint: str = ""
+    api_port: int | None = None
+    sources: dict[str, CameraSource] = field(default_factory=dict)
+    slots: dict[str, FrameSlot] = field(default_factory=dict)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    db: MetadataDB | None = None
+    store: ObjectStore | None = None
+    bus: AlertBus | None = None
+    pipeline: AlertPipeline | None = None
+    loop: DetectorLoop | None = None
+    _api_server: Any = None
+
+    def start(self) -> Runtime:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        s = self.settings
+        data_dir = s.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "clips-tmp").mkdir(exist_ok=True)
+
+        # Servers: external when configured, else embedded real ones under the data directory.
+        if s.redis.url is not None:
+            self.redis_url = s.redis.url.get_secret_value()
+        else:
+            log.info("starting embedded Redis (valkey) under %s", data_dir / "redis")
+            server = RedisServer(data_dir / "redis", appendonly=True).start()
+            self._stack.callback(server.stop)
+            self.redis_url = server.url
+        if s.s3.endpoint is not None:
+            self.s3_endpoint = s.s3.endpoint
+        else:
+            log.info("starting embedded S3 (SeaweedFS) under %s", data_dir / "s3")
+            s3 = S3Server(
+                data_dir / "s3", s.s3.access_key, s.s3.secret_key.get_secret_value(), persist=True
+            ).start(timeout=60)
+            self._stack.callback(s3.stop)
+            self.s3_endpoint = s3.endpoint
+
+        urls = self._camera_urls(data_dir)
+
+        self.db = MetadataDB(s.database_url())
+        self._stack.callback(self.db.close)
+        self.db.create_schema()
+        self.db.upsert_cameras(
+            [
+                CameraRecord(
+                    id=c.id,
+                    name=c.name,
+                    village=c.village,
+                    grid=c.grid,
+                    url_redacted=redact_url(c.url.get_secret_value()),
+                    detect_fps=c.detect_fps,
+                    enabled=c.enabled,
+                )
+                for c in s.cameras
+            ]
+        )
+        self.store = ObjectStore(
+            self.s3_endpoint,
+            s.s3.access_key,
+            s.s3.secret_key.get_secret_value(),
+            s.s3.bucket,
+            secure=s.s3.secure,
+            region=s.s3.region,
+        )
+        self.store.ensure_bucket()
+        self.bus = AlertBus.from_url(self.redis_url, s.redis.stream, s.redis.stream_maxlen)
+        self._stack.callback(self.bus.close)
+
+        if self.detectors is None:
+            self.detectors = load_detectors(s.models)
+
+        for camera in s.cameras:
+            if not camera.enabled:
+                continue
+            slot = FrameSlot()
+            source = CameraSource(
+                SourceConfig(
+                    camera_id=camera.id,
+                    url=urls[camera.id],
+                    detect_fps=camera.detect_fps,
+                    ring_seconds=max(s.clips.pre_roll_s + 2.0, 4.0),
+                ),
+                slot,
+                clip_dir=data_dir / "clips-tmp",
+            )
+            self.slots[camera.id] = slot
+            self.sources[camera.id] = source
+
+        rules = RuleEngine(
+            Rule(
+                name=r.name,
+                labels=frozenset(r.labels),
+                min_score=r.min_score,
+                cooldown_s=r.cooldown_s,
+                cameras=frozenset(r.cameras) if r.cameras else None,
+            )
+            for r in s.rules
+        )
+        self.pipeline = AlertPipeline(
+            rules=rules,
+            bus=self.bus,
+            db=self.db,
+            store=self.store,
+            places={c.id: CameraPlace(c.village, c.grid) for c in s.cameras},
+            request_clip=self._request_clip,
+            pre_roll_s=s.clips.pre_roll_s,
+            post_roll_s=s.clips.post_roll_s,
+        )
+        self._stack.callback(self.pipeline.close)
+        self.loop = DetectorLoop(self.slots, self.detectors, self.pipeline.handle)
+
+        for source in self.sources.values():
+            source.start()
+        self._stack.callback(self._stop_sources)
+        self.loop.start()
+        self._stack.callback(self._stop_loop)
+
+        if s.api.enabled:
+            self._start_api()
+        log.info(
+            "GridWatch running: %d camera(s), Redis %s, S3 %s%s",
+            len(self.sources),
+            redact_url(self.redis_url),
+            self.s3_endpoint,
+            f", API http://{s.api.host}:{self.api_port}" if self.api_port else "",
+        )
+
+    def _camera_urls(self, data_dir: Path) -> dict[str, str]:
+        s = self.settings
+        urls = {c.id: c.url.get_secret_value() for c in s.cameras}
+        if s.simulator is None or not s.simulator.cameras:
+            return urls
+        from ingest.simulator.media import prepare_media
+        from ingest.simulator.server import Mount, RtspSimulator
+
+        media = prepare_media(s.simulator.media_dir, progress=lambda line: log.info("media: %s", line))
+        mounts = [
+            Mount(name=m.name, kind="pattern")
+            if m.media == "pattern"
+            else Mount(name=m.name, kind="file", path=media[m.media], loop=m.loop)
+            for m in s.simulator.cameras
+        ]
+        simulator = RtspSimulator(mounts)
+        simulator.start()
+        self._stack.callback(simulator.stop)
+        log.info("simulated cameras on rtsp://127.0.0.1:%d/", simulator.port)
+        for camera_id, url in urls.items():
+            if url.startswith(SIM_SCHEME):
+                urls[camera_id] = simulator.url(url[len(SIM_SCHEME) :])
+        return urls
+
+    def _request_clip(self, camera_id: str, request: ClipRequest) -> None:
+        self.sources[camera_id].request_clip(request)
+
+    def camera_states(self) -> dict[str, str]:
+        return {cid: src.stats.state for cid, src in self.sources.items()}
+
+    def _start_api(self) -> None:
+        assert self.db is not None and self.store is not None
+        state = AppState(self.db, self.store, self.settings.s3.presign_seconds, _LiveStates(self))
+        app = create_app(state)
+        family = socket.AF_INET6 if ":" in self.settings.api.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.api.host, self.settings.api.port))
+        sock.listen(128)
+        self.api_port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        self._api_server = server
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+        thread.start()
+
+        def stop_api() -> None:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+        self._stack.callback(stop_api)
+        deadline = time.monotonic() + 10
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not server.started:
+            raise RuntimeError(f"the API did not start on {self.settings.api.host}:{self.api_port}")
+
+    def _stop_sources(self) -> None:
+        for source in self.sources.values():
+            source.stop()
+        for source in self.sources.values():
+            source.join(timeout=15)
+
+    def _stop_loop(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop.join(timeout=15)
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
+class _LiveStates(dict[str, str]):
+    """A live view of camera states for the API (read on each request)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self._runtime = runtime
+
+    def get(self, key: str, default: Any = None) -> Any:
+        source = self._runtime.sources.get(key)
+        return source.stats.state if source is not None else default

@@ -1,0 +1,296 @@
+"""GridWatch configuration: YAML validated by pydantic, with GRIDWATCH_... environment overrides.
+
+Every section is a small model that rejects unknown keys. `load_settings(path)` reads the YAML file, applies
+environment overrides (`GRIDWATCH_REDIS__URL=...`, `GRIDWATCH_S3__SECRET_KEY=...`; `__` separates levels) and
+raises `ConfigError` whose message names the file, the line and the key of every problem.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ingest.urls import CameraURLError, validate_camera_url
+
+ENV_PREFIX = "GRIDWATCH_"
+SIM_SCHEME = "sim://"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message says where and why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(Section):
+    url: SecretStr | None = Field(
+        None, description="redis://... of an external Redis; empty: run an embedded one"
+    )
+    stream: str = Field("gridwatch:alerts", description="Redis stream that carries alerts")
+    stream_maxlen: int = Field(100_000, ge=100, description="Approximate MAXLEN the stream is trimmed to")
+
+
+class S3Settings(Section):
+    endpoint: str | None = Field(
+        None, description="host:port of an external S3 store; empty: embedded SeaweedFS"
+    )
+    access_key: str = Field("gridwatch", description="S3 access key")
+    secret_key: SecretStr = Field(SecretStr("gridwatch-secret"), description="S3 secret key")
+    bucket: str = Field(
+        "gridwatch", min_length=3, max_length=63, description="Bucket for clips and snapshots"
+    )
+    secure: bool = Field(False, description="Use HTTPS to reach the store")
+    region: str | None = Field(None, description="S3 region, if the store needs one")
+    presign_seconds: int = Field(
+        300, ge=10, le=86_400, description="Lifetime of presigned clip/snapshot URLs"
+    )
+
+
+class DatabaseSettings(Section):
+    url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL; empty: SQLite file in the data directory"
+    )
+
+
+class ApiSettings(Section):
+    enabled: bool = Field(True, description="Serve the HTTP API from `gridwatch run`")
+    host: Literal["127.0.0.1", "localhost", "::1"] = Field(
+        "127.0.0.1", description="Bind address (loopback only until authentication lands)"
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+
+
+class ModelSettings(Section):
+    dir: Path = Field(Path(".cache/models"), description="Model cache filled by `gridwatch models prepare`")
+    threads: int = Field(1, ge=1, le=64, description="Inference threads per model (intra-op)")
+    objects_score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from the object detector")
+    fire_score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from the fire/smoke detector")
+    fire_enabled: bool = Field(True, description="Run the fire/smoke detector")
+
+
+class ClipSettings(Section):
+    pre_roll_s: float = Field(5.0, ge=0, le=60, description="Seconds of video kept before the alert")
+    post_roll_s: float = Field(5.0, ge=0, le=300, description="Seconds of video kept after the alert")
+
+
+class RuleSettings(Section):
+    name: str = Field(..., min_length=1, description="Rule name shown with its alerts")
+    labels: list[str] = Field(..., min_length=1, description="Detector labels that raise this alert")
+    min_score: float = Field(0.5, gt=0, le=1, description="Minimum detection score")
+    cooldown_s: float = Field(60.0, ge=0, description="Quiet time per camera and label after an alert")
+    cameras: list[str] | None = Field(None, description="Camera ids this rule applies to; empty: all")
+
+
+class VillageSettings(Section):
+    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable village id")
+    name: str = Field(..., min_length=1, description="Display name")
+
+
+class GridSettings(Section):
+    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable grid id")
+    name: str = Field(..., min_length=1, description="Display name")
+    village: str = Field(..., description="Village id this grid belongs to")
+
+
+class CameraSettings(Section):
+    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable camera id (used in keys)")
+    name: str = Field(..., min_length=1, description="Display name")
+    village: str = Field(..., description="Village id")
+    grid: str = Field(..., description="Grid id (the patrol team that gets its alerts)")
+    url: SecretStr = Field(..., description="rtsp:// or rtsps:// URL (credentials allowed, kept secret)")
+    detect_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sent to the detectors")
+    enabled: bool = Field(True, description="Pull this camera")
+
+    @field_validator("url")
+    @classmethod
+    def _camera_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.startswith(SIM_SCHEME):
+            return value
+        try:
+            validate_camera_url(raw)
+        except CameraURLError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class SimulatedCamera(Section):
+    name: str = Field(..., pattern=r"^[a-z0-9_-]+$", description="Mount name: cameras use sim://NAME")
+    media: Literal["people", "flames", "empty", "pattern"] = Field(..., description="Built-in test clip")
+    loop: bool = Field(True, description="Replay the clip forever")
+
+
+class SimulatorSettings(Section):
+    cameras: list[SimulatedCamera] = Field(default_factory=list, description="RTSP mounts to serve")
+    media_dir: Path = Field(Path(".cache/media"), description="Where `gridwatch media prepare` builds clips")
+
+
+class Settings(Section):
+    data_dir: Path = Field(
+        Path("data"), description="Working directory for embedded servers and the database"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level")
+    redis: RedisSettings = RedisSettings()
+    s3: S3Settings = S3Settings()
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    models: ModelSettings = ModelSettings()
+    clips: ClipSettings = ClipSettings()
+    simulator: SimulatorSettings | None = Field(None, description="Serve simulated cameras from this process")
+    villages: list[VillageSettings] = Field(default_factory=list)
+    grids: list[GridSettings] = Field(default_factory=list)
+    cameras: list[CameraSettings] = Field(default_factory=list)
+    rules: list[RuleSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        problems: list[str] = []
+        _unique(problems, "villages", [v.id for v in self.villages])
+        _unique(problems, "grids", [g.id for g in self.grids])
+        _unique(problems, "cameras", [c.id for c in self.cameras])
+        villages = {v.id for v in self.villages}
+        grids = {g.id: g for g in self.grids}
+        for g in self.grids:
+            if g.village not in villages:
+                problems.append(f"grid {g.id!r} names unknown village {g.village!r}")
+        mounts = {m.name for m in self.simulator.cameras} if self.simulator else set()
+        for c in self.cameras:
+            if c.village not in villages:
+                problems.append(f"camera {c.id!r} names unknown village {c.village!r}")
+            grid = grids.get(c.grid)
+            if grid is None:
+                problems.append(f"camera {c.id!r} names unknown grid {c.grid!r}")
+            elif grid.village != c.village:
+                problems.append(f"camera {c.id!r}: grid {c.grid!r} belongs to village {grid.village!r}")
+            url = c.url.get_secret_value()
+            if url.startswith(SIM_SCHEME) and url[len(SIM_SCHEME) :] not in mounts:
+                problems.append(f"camera {c.id!r} uses {url!r} but the simulator has no such camera")
+        cameras = {c.id for c in self.cameras}
+        for r in self.rules:
+            for cam in r.cameras or []:
+                if cam not in cameras:
+                    problems.append(f"rule {r.name!r} names unknown camera {cam!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'gridwatch.db').resolve()}"
+
+
+def _unique(problems: list[str], what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            problems.append(f"duplicate id {i!r} in {what}")
+        seen.add(i)
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+
+
+def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate a YAML config; environment variables GRIDWATCH_A__B override key a.b."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    node: yaml.Node | None = None
+    source = str(path) if path else "(defaults)"
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded
+    overridden = _apply_env(data, env)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc, node, overridden)) from None
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> set[tuple[str, ...]]:
+    overridden: set[tuple[str, ...]] = set()
+    for key, value in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX) or key in {"GRIDWATCH_CONFIG"}:
+            continue
+        path = tuple(part.lower() for part in key[len(ENV_PREFIX) :].split("__") if part)
+        if not path:
+            continue
+        target = data
+        for part in path[:-1]:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                target[part] = child
+            target = child
+        target[path[-1]] = yaml.safe_load(value) if value.strip() else None
+        overridden.add(path)
+    return overridden
+
+
+def _format_errors(
+    source: str, exc: ValidationError, node: yaml.Node | None, overridden: set[tuple[str, ...]]
+) -> str:
+    lines = [f"{source}: {exc.error_count()} configuration error(s):"]
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+        where = ""
+        str_loc = tuple(str(p) for p in loc if not isinstance(p, int))
+        if any(str_loc[: len(o)] == o for o in overridden):
+            where = " (from environment)"
+        else:
+            line = _line_of(node, loc)
+            if line is not None:
+                where = f" (line {line})"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key or '(top level)'}{where}: {message}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    found = (key_node, value_node)
+                    break
+            if found is None:
+                return line
+            line = found[0].start_mark.line + 1
+            node = found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,54 @@
+"""Frames handed from a camera source to the detector, and the newest-wins slot between them."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded, sampled frame of one camera."""
+
+    camera_id: str
+    image: np.ndarray  # BGR, HxWx3 uint8
+    time_s: float  # stream time since the first packet of this connection
+    captured_at: float  # wall clock (time.time()) when the packet arrived
+    connection: int
+    seq: int
+
+
+class FrameSlot:
+    """Holds only the newest frame: a slow detector never builds a backlog, it skips (and counts) frames."""
+
+    def __init__(self) -> None:
+        self._frame: Frame | None = None
+        self._cond = threading.Condition()
+        self.dropped = 0
+        self.delivered = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self._cond.notify_all()
+
+    def take(self) -> Frame | None:
+        """The pending frame, if any, without waiting."""
+        with self._cond:
+            frame, self._frame = self._frame, None
+            if frame is not None:
+                self.delivered += 1
+            return frame
+
+    def wait(self, timeout: float) -> Frame | None:
+        with self._cond:
+            if self._frame is None:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            if frame is not None:
+                self.delivered += 1
+            return frame

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gridwatch.settings import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = """\
+villages:
+  - {id: v1, name: Village One}
+grids:
+  - {id: g1, name: Grid One, village: v1}
+cameras:
+  - id: cam1
+    name: Gate
+    village: v1
+    grid: g1
+    url: rtsp://admin:SuperSecret9@10.0.0.9/ch1
+rules:
+  - {name: people, labels: [person]}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gw.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_is_valid() -> None:
+    settings = load_settings(REPO / "configs" / "demo.yaml", environ={})
+    assert len(settings.cameras) == 3
+    assert {c.village for c in settings.cameras} == {"dongshan", "xicun"}
+    assert len({c.grid for c in settings.cameras}) == 2
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("    grid: g1\n", "    grid: g1\n    colour: red\n"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    text = str(info.value)
+    assert str(path) in text
+    assert "cameras[0].colour (line 10): unknown key" in text
+
+
+def test_bad_value_and_bad_reference(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("grid: g1\n    url", "grid: g9\n    detect_fps: -1\n    url"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert "cameras[0].detect_fps (line 10)" in str(info.value)
+
+
+def test_reference_to_unknown_grid(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("grid: g1\n    url", "grid: g9\n    url"))
+    with pytest.raises(ConfigError, match="unknown grid 'g9'"):
+        load_settings(path, environ={})
+
+
+def test_hostile_camera_url_is_refused_without_leaking_password(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("rtsp://admin", "http://admin"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert "only rtsp:// and rtsps://" in str(info.value)
+    assert "SuperSecret9" not in str(info.value)
+
+
+def test_camera_password_is_secret(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, BASE), environ={})
+    assert "SuperSecret9" not in repr(settings)
+    assert "SuperSecret9" not in settings.model_dump_json()
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    env = {"GRIDWATCH_REDIS__URL": "redis://127.0.0.1:7000/0", "GRIDWATCH_CLIPS__POST_ROLL_S": "2.5"}
+    settings = load_settings(_write(tmp_path, BASE), environ=env)
+    assert settings.redis.url is not None
+    assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:7000/0"
+    assert settings.clips.post_roll_s == 2.5
+    with pytest.raises(ConfigError, match=r"clips.post_roll_s \(from environment\)"):
+        load_settings(_write(tmp_path, BASE), environ={"GRIDWATCH_CLIPS__POST_ROLL_S": "-3"})
+
+
+def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_settings(_write(tmp_path, "cameras: [\n"), environ={})
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(tmp_path / "nope.yaml", environ={})

@@ -43,7 +43,7 @@ class BusMessage:
         if self.clip_key:
             out["clip_key"] = self.clip_key
         if self.bbox is not None:
-            out["bbox"] = json.dumps([round(v, 1) for v in self.bbox])
+            out["bbox"] = json.dumps([round(v, 2) for v in self.bbox])
         return out
 
     @classmethod

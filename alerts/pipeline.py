@@ -76,6 +76,7 @@ class AlertPipeline:
             bbox=trigger.bbox,
             created_at=created_at,
             frame_time=datetime.fromtimestamp(frame.captured_at, UTC),
+            stream_time_s=frame.time_s,
             snapshot_key=None,
             clip_key=None,
             clip_status="pending",

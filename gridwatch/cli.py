@@ -161,6 +161,22 @@ def simulate(
         simulator.stop()
 
 
+@app.command()
+def probe(
+    url: Annotated[str, typer.Argument(help="rtsp:// or rtsps:// camera URL")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    seconds: Annotated[float, typer.Option(help="Seconds of stream to sample")] = 4.0,
+    timeout: Annotated[float, typer.Option(help="Open and read timeout, seconds")] = 10.0,
+) -> None:
+    """Connect to a camera and report codec, resolution, fps, GOP, bitrate and audio (exit 1 on failure)."""
+    from ingest.probe import format_probe, probe_camera
+
+    result = probe_camera(url, open_timeout_s=timeout, read_timeout_s=timeout, sample_seconds=seconds)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_probe(result))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @app.command("check-config")
 def check_config(config: ConfigArg) -> None:
     """Validate a config file and print a summary (secrets hidden)."""

@@ -83,6 +83,7 @@ class AlertRecord:
     clip_status: ClipStatus = "pending"
     clip_duration_s: float | None = None
     clip_error: str | None = None
+    stream_time_s: float | None = None  # seconds into the camera's stream (connection) of the frame
 
 
 # -- ORM ----------------------------------------------------------------------------------------
@@ -154,6 +155,7 @@ class _Alert(_Base):
     clip_status: Mapped[str] = mapped_column(String(16), default="pending")
     clip_duration_s: Mapped[float | None] = mapped_column(Float)
     clip_error: Mapped[str | None] = mapped_column(Text)
+    stream_time_s: Mapped[float | None] = mapped_column(Float)
 
 
 def _camera_values(rec: CameraRecord) -> dict[str, Any]:
@@ -196,6 +198,7 @@ def _alert_record(row: _Alert) -> AlertRecord:
         bbox=(x1, y1, x2, y2),
         created_at=row.created_at,
         frame_time=row.frame_time,
+        stream_time_s=row.stream_time_s,
         snapshot_key=row.snapshot_key,
         clip_key=row.clip_key,
         clip_status=status,  # type: ignore[arg-type]  # checked above
@@ -301,6 +304,7 @@ class MetadataDB:
             bbox=[float(v) for v in alert.bbox],
             created_at=alert.created_at,
             frame_time=alert.frame_time,
+            stream_time_s=alert.stream_time_s,
             snapshot_key=alert.snapshot_key,
             clip_key=alert.clip_key,
             clip_status=alert.clip_status,

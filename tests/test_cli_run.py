@@ -1,4 +1,4 @@
-"""`gridwatch run` as a user starts it: a subprocess with embedded valkey, SeaweedFS, SQLite and simulated cameras."""
+"""`gridwatch run` as a user starts it: one process with embedded valkey, SeaweedFS, SQLite and cameras."""
 
 from __future__ import annotations
 
@@ -36,10 +36,16 @@ def test_gridwatch_run_all_in_one(tmp_path: Path, models_dir: Path, media_dir: P
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gridwatch.cli", "run", str(path)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
-        api = _wait_for(lambda: re.search(r"API: (http://127\.0\.0\.1:\d+)", log_path.read_text()), 90, log_path)
+        api = _wait_for(
+            lambda: re.search(r"API: (http://127\.0\.0\.1:\d+)", log_path.read_text()), 90, log_path
+        )
         base = api.group(1)
         alert = _wait_for(lambda: _first_alert(base, "person"), 60, log_path)
         assert alert["camera_id"] == "dongshan-gate" and alert["grid"] == "dongshan-1"
@@ -48,7 +54,9 @@ def test_gridwatch_run_all_in_one(tmp_path: Path, models_dir: Path, media_dir: P
         assert "valkey" in names and "weed" in names, names
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
-        leftover = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        leftover = [
+            pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+        ]
         assert leftover == [], f"processes left running: {leftover}"
         text = log_path.read_text()
         assert "Traceback" not in text, text[-3000:]

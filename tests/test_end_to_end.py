@@ -15,12 +15,12 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from ingest.simulator.server import Mount, RtspSimulator
 
 from alerts.bus import BusMessage
 from gridwatch.runtime import Runtime
 from gridwatch.services import RedisServer, S3Server
 from gridwatch.settings import Settings
+from ingest.simulator.server import Mount, RtspSimulator
 from storage.metadata import AlertRecord
 
 PRE_ROLL = 3.0
@@ -99,7 +99,7 @@ def run(
             "rules": [
                 {
                     "name": "people",
-                    "labels": ["person", "car", "bus", "truck"],
+                    "labels": ["person"],
                     "min_score": 0.5,
                     "cooldown_s": 3600,
                 },
@@ -160,7 +160,7 @@ def test_flame_clip_raises_a_fire_alert(run: Runtime) -> None:
     alerts = _alerts(run, "cam-flames")
     fire = [a for a in alerts if a.label == "fire"]
     assert len(fire) == 1, alerts
-    assert fire[0].frame_time >= PRE_ROLL - 0.5  # flames start at 3 s in the clip
+    assert (fire[0].stream_time_s or 0.0) >= PRE_ROLL - 0.5  # flames start at 3 s in the clip
     _check_snapshot(run, fire[0])
     _check_clip(run, fire[0])
 
@@ -211,7 +211,7 @@ def _check_clip(run: Runtime, alert: AlertRecord) -> None:
         frames = list(clip.decode(clip.streams.video[0]))
         duration = frames[-1].time - frames[0].time + 0.1
     # pre-roll is limited by how much stream existed before the alert
-    expected = min(PRE_ROLL, alert.frame_time) + POST_ROLL
+    expected = min(PRE_ROLL, alert.stream_time_s or 0.0) + POST_ROLL
     assert duration == pytest.approx(expected, abs=1.0)
     assert alert.clip_duration_s == pytest.approx(duration, abs=0.5)
     assert len(frames) >= 10 * (expected - 1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
@@ -26,6 +26,7 @@ class CameraOut(BaseModel):
     detect_fps: float
     enabled: bool
     state: str | None = None
+    health: dict[str, Any] | None = None
 
 
 class AlertOut(BaseModel):
@@ -58,12 +59,12 @@ class AppState:
         db: MetadataDB,
         store: ObjectStore,
         presign_seconds: int,
-        camera_states: dict[str, str] | None = None,
+        camera_health: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.presign = timedelta(seconds=presign_seconds)
-        self.camera_states = camera_states if camera_states is not None else {}
+        self.camera_health = camera_health or (lambda _camera_id: None)
 
 
 def _state(request: Request) -> AppState:
@@ -106,7 +107,7 @@ def _alert_out(alert: AlertRecord) -> AlertOut:
     )
 
 
-def _camera_out(camera: CameraRecord, states: dict[str, str]) -> CameraOut:
+def _camera_out(camera: CameraRecord, health: dict[str, Any] | None) -> CameraOut:
     return CameraOut(
         id=camera.id,
         name=camera.name,
@@ -115,7 +116,8 @@ def _camera_out(camera: CameraRecord, states: dict[str, str]) -> CameraOut:
         url=camera.url_redacted,
         detect_fps=camera.detect_fps,
         enabled=camera.enabled,
-        state=states.get(camera.id),
+        state=health["detect"]["state"] if health else None,
+        health=health,
     )
 
 
@@ -134,7 +136,7 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.get("/api/v1/cameras", response_model=list[CameraOut])
     def list_cameras(s: State) -> list[CameraOut]:
-        return [_camera_out(c, s.camera_states) for c in s.db.list_cameras()]
+        return [_camera_out(c, s.camera_health(c.id)) for c in s.db.list_cameras()]
 
     @app.get("/api/v1/alerts", response_model=AlertPage)
     def list_alerts(

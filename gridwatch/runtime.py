@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -14,15 +15,18 @@ from typing import Any
 import uvicorn
 
 from alerts.bus import AlertBus
+from alerts.camera_status import CameraStatusPublisher
 from alerts.pipeline import AlertPipeline, CameraPlace
 from alerts.rules import Rule, RuleEngine
 from detect.loop import Detector, DetectorLoop
+from detect.motion import MotionGate
 from gridwatch.api import AppState, create_app
 from gridwatch.models import load_detectors
 from gridwatch.services import RedisServer, S3Server
 from gridwatch.settings import SIM_SCHEME, Settings
 from ingest.frames import FrameSlot
 from ingest.source import CameraSource, ClipRequest, SourceConfig
+from ingest.state import StateChange
 from ingest.urls import redact_url
 from storage.metadata import CameraRecord, MetadataDB
 from storage.objectstore import ObjectStore
@@ -47,6 +51,7 @@ class Runtime:
     bus: AlertBus | None = None
     pipeline: AlertPipeline | None = None
     loop: DetectorLoop | None = None
+    status: CameraStatusPublisher | None = None
     _api_server: Any = None
 
     def start(self) -> Runtime:
@@ -81,7 +86,7 @@ class Runtime:
             self._stack.callback(s3.stop)
             self.s3_endpoint = s3.endpoint
 
-        urls = self._camera_urls(data_dir)
+        urls, record_urls = self._camera_urls(data_dir)
 
         self.db = MetadataDB(s.database_url())
         self._stack.callback(self.db.close)
@@ -111,10 +116,14 @@ class Runtime:
         self.store.ensure_bucket()
         self.bus = AlertBus.from_url(self.redis_url, s.redis.stream, s.redis.stream_maxlen)
         self._stack.callback(self.bus.close)
+        self.status = CameraStatusPublisher(self.bus.client)
+        self.status.start()
+        self._stack.callback(self.status.stop)
 
         if self.detectors is None:
             self.detectors = load_detectors(s.models)
 
+        ing = s.ingest
         for camera in s.cameras:
             if not camera.enabled:
                 continue
@@ -123,11 +132,24 @@ class Runtime:
                 SourceConfig(
                     camera_id=camera.id,
                     url=urls[camera.id],
+                    record_url=record_urls.get(camera.id),
                     detect_fps=camera.detect_fps,
                     ring_seconds=max(s.clips.pre_roll_s + 2.0, 4.0),
+                    open_timeout_s=ing.open_timeout_s,
+                    read_timeout_s=ing.read_timeout_s,
+                    stall_after_s=ing.stall_after_s,
+                    watchdog_timeout_s=ing.watchdog_timeout_s,
+                    backoff_initial_s=ing.backoff_initial_s,
+                    backoff_max_s=ing.backoff_max_s,
+                    stable_after_s=ing.stable_after_s,
+                    auth_backoff_s=ing.auth_backoff_s,
+                    keyframes_when_idle=ing.keyframes_when_idle,
+                    active_hold_s=ing.active_hold_s,
                 ),
                 slot,
                 clip_dir=data_dir / "clips-tmp",
+                on_state=self._on_state,
+                motion=MotionGate().update,
             )
             self.slots[camera.id] = slot
             self.sources[camera.id] = source
@@ -171,11 +193,13 @@ class Runtime:
             f", API http://{s.api.host}:{self.api_port}" if self.api_port else "",
         )
 
-    def _camera_urls(self, data_dir: Path) -> dict[str, str]:
+    def _camera_urls(self, data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+        """Detect and record URLs per camera, `sim://NAME` resolved to the embedded simulator."""
         s = self.settings
         urls = {c.id: c.url.get_secret_value() for c in s.cameras}
+        record = {c.id: c.record_url.get_secret_value() for c in s.cameras if c.record_url is not None}
         if s.simulator is None or not s.simulator.cameras:
-            return urls
+            return urls, record
         from ingest.simulator.media import prepare_media
         from ingest.simulator.server import Mount, RtspSimulator
 
@@ -190,20 +214,30 @@ class Runtime:
         simulator.start()
         self._stack.callback(simulator.stop)
         log.info("simulated cameras on rtsp://127.0.0.1:%d/", simulator.port)
-        for camera_id, url in urls.items():
-            if url.startswith(SIM_SCHEME):
-                urls[camera_id] = simulator.url(url[len(SIM_SCHEME) :])
-        return urls
+        for table in (urls, record):
+            for camera_id, url in table.items():
+                if url.startswith(SIM_SCHEME):
+                    table[camera_id] = simulator.url(url[len(SIM_SCHEME) :])
+        return urls, record
+
+    def _on_state(self, change: StateChange) -> None:
+        if self.status is not None:
+            self.status.publish(change)
 
     def _request_clip(self, camera_id: str, request: ClipRequest) -> None:
-        self.sources[camera_id].request_clip(request)
+        source = self.sources[camera_id]
+        source.hold_active(request.post_roll_s + self.settings.ingest.active_hold_s)
+        source.request_clip(request)
 
-    def camera_states(self) -> dict[str, str]:
-        return {cid: src.stats.state for cid, src in self.sources.items()}
+    def camera_health(self, camera_id: str) -> dict[str, Any] | None:
+        source = self.sources.get(camera_id)
+        if source is None:
+            return None
+        return {role: dataclasses.asdict(h) for role, h in source.health().items()}
 
     def _start_api(self) -> None:
         assert self.db is not None and self.store is not None
-        state = AppState(self.db, self.store, self.settings.s3.presign_seconds, _LiveStates(self))
+        state = AppState(self.db, self.store, self.settings.s3.presign_seconds, self.camera_health)
         app = create_app(state)
         family = socket.AF_INET6 if ":" in self.settings.api.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -242,15 +276,3 @@ class Runtime:
 
     def stop(self) -> None:
         self._stack.close()
-
-
-class _LiveStates(dict[str, str]):
-    """A live view of camera states for the API (read on each request)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
-        self._runtime = runtime
-
-    def get(self, key: str, default: Any = None) -> Any:
-        source = self._runtime.sources.get(key)
-        return source.stats.state if source is not None else default

@@ -82,6 +82,21 @@ class ModelSettings(Section):
     fire_enabled: bool = Field(True, description="Run the fire/smoke detector")
 
 
+class IngestSettings(Section):
+    open_timeout_s: float = Field(10.0, gt=0, le=120, description="Give up opening a camera after this long")
+    read_timeout_s: float = Field(10.0, gt=0, le=120, description="FFmpeg read timeout on an open stream")
+    stall_after_s: float = Field(3.0, gt=0, le=120, description="No packet this long: the stream is stalled")
+    watchdog_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="No packet this long: drop the connection and reconnect"
+    )
+    backoff_initial_s: float = Field(1.0, gt=0, le=60, description="First reconnect delay")
+    backoff_max_s: float = Field(30.0, gt=0, le=600, description="Longest reconnect delay")
+    stable_after_s: float = Field(60.0, gt=0, description="Connected this long: reconnect delay starts over")
+    auth_backoff_s: float = Field(60.0, ge=60, description="Reconnect delay after a refused password")
+    keyframes_when_idle: bool = Field(True, description="Decode only keyframes while nothing moves")
+    active_hold_s: float = Field(10.0, gt=0, description="Full decode this long after motion or an alert")
+
+
 class ClipSettings(Section):
     pre_roll_s: float = Field(5.0, ge=0, le=60, description="Seconds of video kept before the alert")
     post_roll_s: float = Field(5.0, ge=0, le=300, description="Seconds of video kept after the alert")
@@ -111,13 +126,20 @@ class CameraSettings(Section):
     name: str = Field(..., min_length=1, description="Display name")
     village: str = Field(..., description="Village id")
     grid: str = Field(..., description="Grid id (the patrol team that gets its alerts)")
-    url: SecretStr = Field(..., description="rtsp:// or rtsps:// URL (credentials allowed, kept secret)")
+    url: SecretStr = Field(
+        ..., description="rtsp:// or rtsps:// URL decoded for detection (a sub-stream if the camera has one)"
+    )
+    record_url: SecretStr | None = Field(
+        None, description="Main stream kept (not decoded) for clips; empty: clips come from `url`"
+    )
     detect_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sent to the detectors")
     enabled: bool = Field(True, description="Pull this camera")
 
-    @field_validator("url")
+    @field_validator("url", "record_url")
     @classmethod
-    def _camera_url(cls, value: SecretStr) -> SecretStr:
+    def _camera_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         raw = value.get_secret_value()
         if raw.startswith(SIM_SCHEME):
             return value
@@ -149,6 +171,7 @@ class Settings(Section):
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     models: ModelSettings = ModelSettings()
+    ingest: IngestSettings = IngestSettings()
     clips: ClipSettings = ClipSettings()
     simulator: SimulatorSettings | None = Field(None, description="Serve simulated cameras from this process")
     villages: list[VillageSettings] = Field(default_factory=list)
@@ -176,9 +199,10 @@ class Settings(Section):
                 problems.append(f"camera {c.id!r} names unknown grid {c.grid!r}")
             elif grid.village != c.village:
                 problems.append(f"camera {c.id!r}: grid {c.grid!r} belongs to village {grid.village!r}")
-            url = c.url.get_secret_value()
-            if url.startswith(SIM_SCHEME) and url[len(SIM_SCHEME) :] not in mounts:
-                problems.append(f"camera {c.id!r} uses {url!r} but the simulator has no such camera")
+            for secret in (c.url, c.record_url):
+                url = secret.get_secret_value() if secret is not None else ""
+                if url.startswith(SIM_SCHEME) and url[len(SIM_SCHEME) :] not in mounts:
+                    problems.append(f"camera {c.id!r} uses {url!r} but the simulator has no such camera")
         cameras = {c.id for c in self.cameras}
         for r in self.rules:
             for cam in r.cameras or []:

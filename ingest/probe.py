@@ -12,38 +12,20 @@ read from one decoded keyframe; that decode also tells whether FFmpeg can decode
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
-import socket
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import av
 
-from ingest.urls import PROTOCOL_WHITELIST, CameraURLError, redact_text, url_password, validate_camera_url
+from ingest.errors import ErrorKind, classify_open_error, describe_error, url_secrets
+from ingest.urls import PROTOCOL_WHITELIST, CameraURLError, redact_text, validate_camera_url
 
 log = logging.getLogger(__name__)
-
-ErrorKind = Literal[
-    "auth_failed", "unreachable", "timeout", "no_video", "unsupported", "refused_url", "error"
-]
-
-_UNREACHABLE_ERRNOS = {
-    errno.ECONNREFUSED,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.EHOSTDOWN,
-    errno.ENETDOWN,
-}
-# A failed open that took this close to the open timeout is FFmpeg giving up on a silent server (it reports
-# that as "Invalid data found", not as a timeout).
-_TIMEOUT_SLACK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +71,7 @@ def probe_camera(
 ) -> ProbeResult:
     """Open `url`, read `sample_seconds` of stream time (at most that plus `read_timeout_s` of wall time)."""
     started = time.monotonic()
-    secrets = _secrets_of(url)
+    secrets = url_secrets(url)
     shown = redact_text(url.strip(), *secrets)
     try:
         url = validate_camera_url(url)
@@ -104,7 +86,7 @@ def probe_camera(
             timeout=(open_timeout_s, read_timeout_s),
         )
     except Exception as exc:  # every camera failure becomes a result
-        kind, message = _classify_open_error(exc, url, time.monotonic() - started, open_timeout_s)
+        kind, message = classify_open_error(exc, url, time.monotonic() - started, open_timeout_s)
         result = _failure(shown, kind, redact_text(message, *secrets), started)
         log.info("probe of %s failed (%s): %s", shown, kind, result.error)
         return result
@@ -252,7 +234,7 @@ def _measure(
     except (av.error.ExitError, TimeoutError):
         read_error = ("timeout", f"no video packet for {read_timeout_s:g} s (the stream stalled)")
     except Exception as exc:  # a read error ends the sample; what was read is still reported
-        read_error = ("error", f"read error: {_describe(exc)}")
+        read_error = ("error", f"read error: {describe_error(exc)}")
     if read_error is not None:
         warnings.append(redact_text(read_error[1], *secrets))
 
@@ -299,7 +281,7 @@ def _decode_keyframe(codec_context: Any, packet: Any) -> tuple[str | None, str |
     try:
         frames = codec_context.decode(packet) or codec_context.decode(None)
     except Exception as exc:
-        return None, _describe(exc)
+        return None, describe_error(exc)
     if not frames:
         return None, "the decoder returned no frame for a keyframe"
     return frames[0].format.name, None
@@ -321,65 +303,6 @@ def _codec_name(stream: Any) -> str:
         return str(stream.codec_context.name)
     except Exception:
         return "unknown"
-
-
-# -- errors ------------------------------------------------------------------------------------------
-
-
-def _classify_open_error(
-    exc: BaseException, url: str, elapsed_s: float, timeout_s: float
-) -> tuple[ErrorKind, str]:
-    """Map an `av.open` failure to an error kind and a message for an admin (not yet redacted)."""
-    detail = _describe(exc)
-    code = getattr(exc, "errno", None)
-    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError) or " 401 " in f" {exc} ":
-        return "auth_failed", f"the camera refused the credentials ({detail}); check user name and password"
-    if isinstance(exc, av.error.ExitError | TimeoutError) or code == errno.ETIMEDOUT:
-        return "timeout", f"no answer within the open timeout of {timeout_s:g} s ({detail})"
-    if code in _UNREACHABLE_ERRNOS:
-        return "unreachable", f"cannot connect to the camera ({detail})"
-    if isinstance(exc, av.error.HTTPNotFoundError):
-        return "error", f"the camera has no stream at this path ({detail})"
-    if isinstance(exc, av.error.DecoderNotFoundError | av.error.DemuxerNotFoundError):
-        return "unsupported", f"FFmpeg cannot read this stream ({detail})"
-    if elapsed_s >= timeout_s - _TIMEOUT_SLACK_S:
-        return "timeout", f"no usable answer within the open timeout of {timeout_s:g} s ({detail})"
-    host = urlsplit(url).hostname or ""
-    if code == errno.EIO and host and not _resolves(host, timeout_s):
-        return "unreachable", f"cannot resolve host name {host!r} ({detail})"
-    return "error", detail
-
-
-def _describe(exc: BaseException) -> str:
-    """Exception text without the file name PyAV appends (the URL); callers still redact it."""
-    text = getattr(exc, "strerror", None) or str(exc) or "no details"
-    return f"{type(exc).__name__}: {text}"
-
-
-def _resolves(host: str, timeout_s: float) -> bool:
-    """Whether the host name resolves, waiting at most `timeout_s` (getaddrinfo itself has no timeout)."""
-    outcome: list[bool] = []
-
-    def resolve() -> None:
-        try:
-            socket.getaddrinfo(host, None)
-            outcome.append(True)
-        except OSError:
-            outcome.append(False)
-
-    worker = threading.Thread(target=resolve, name="probe-resolve", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    return outcome[0] if outcome else True  # still resolving: not proven unresolvable
-
-
-def _secrets_of(url: str) -> tuple[str, ...]:
-    """The password as decoded and as written in the URL, so both forms are redacted."""
-    try:
-        written = urlsplit(url).password or ""
-    except ValueError:
-        written = ""
-    return tuple(s for s in {url_password(url) or "", written} if s)
 
 
 def _failure(shown: str, kind: ErrorKind, message: str, started: float, **fields: Any) -> ProbeResult:

@@ -57,6 +57,14 @@ class PacketRing:
         with self._lock:
             return list(self._packets)
 
+    def since_last_keyframe(self, connection: int) -> list[RingPacket]:
+        """Packets from the newest keyframe of `connection` to the newest packet."""
+        packets = [p for p in self.snapshot() if p.connection == connection]
+        for i in range(len(packets) - 1, -1, -1):
+            if packets[i].is_keyframe:
+                return packets[i:]
+        return []
+
     def since_keyframe_near(self, time_s: float, connection: int) -> list[RingPacket]:
         """Packets from the keyframe closest to `time_s` (the earlier one on a tie) to the newest."""
         packets = [p for p in self.snapshot() if p.connection == connection]

@@ -1,4 +1,16 @@
-"""One thread per camera: RTSP demux with PyAV, packet ring, sampled decode, clip requests, reconnect."""
+"""A camera source: a detect stream decoded at the sample rate, an optional record stream kept undecoded.
+
+Each stream is a `StreamLoop` thread that supervises one connection at a time: the connection runs in its
+own reader thread (PyAV demux), while the loop watches the last-packet age independently of FFmpeg's own
+timeouts. No packet for `stall_after_s` makes the stream STALLED; for `watchdog_timeout_s` the loop abandons
+the connection (a reader stuck inside FFmpeg is left to time out on its own) and reconnects with capped,
+jittered exponential backoff. End of stream on a live camera is a disconnect. Authentication failures back
+off slowly.
+
+Decode budget: while nothing happens, the detect stream decodes keyframes only (`skip_frame = NONKEY`). A
+motion function (handed in by the worker: ingest never imports detect) or `hold_active()` switches to full
+decode; the switch replays the ring from the last keyframe through the decoder, so it takes effect at once.
+"""
 
 from __future__ import annotations
 
@@ -14,51 +26,54 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 
 from ingest.clip import ClipResult, ClipWriter
+from ingest.errors import ErrorKind, classify_open_error, describe_error, url_secrets
 from ingest.frames import Frame, FrameSlot
+from ingest.health import RateMeter, StreamHealth
 from ingest.ring import PacketRing, RingPacket
-from ingest.urls import PROTOCOL_WHITELIST, redact_text, url_password, validate_camera_url
+from ingest.state import StateChange, StateMachine, StreamState
+from ingest.urls import PROTOCOL_WHITELIST, redact_text, validate_camera_url
 
 log = logging.getLogger(__name__)
+
+MotionFunction = Callable[[np.ndarray], bool]
 
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     camera_id: str
-    url: str
+    url: str  # the stream that is decoded for detection (a sub-stream if the camera has one)
+    record_url: str | None = None  # main stream kept for clips without decoding; None: clips from `url`
     detect_fps: float = 2.0
     ring_seconds: float = 10.0
     open_timeout_s: float = 10.0
     read_timeout_s: float = 10.0
+    stall_after_s: float = 3.0
+    watchdog_timeout_s: float = 10.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
+    stable_after_s: float = 60.0  # connected this long: backoff starts again from the initial delay
+    auth_backoff_s: float = 60.0
     decode_threads: int = 1
+    keyframes_when_idle: bool = True
+    active_hold_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class ClipRequest:
-    """Record from the keyframe nearest `time_s - pre_roll_s` until `time_s + post_roll_s` (stream time)."""
+    """Record from the keyframe nearest `time_s - pre_roll_s` until `time_s + post_roll_s`.
+
+    `time_s`/`connection` locate the event on the detect stream; `wall_time` locates it on another stream.
+    """
 
     time_s: float
     connection: int
     pre_roll_s: float
     post_roll_s: float
     on_done: Callable[[ClipResult], object]
-
-
-@dataclass(slots=True)
-class SourceStats:
-    state: str = "connecting"
-    connections: int = 0
-    packets: int = 0
-    frames_decoded: int = 0
-    frames_sampled: int = 0
-    last_packet_at: float | None = None
-    last_error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    codec: str | None = None
+    wall_time: float = 0.0
 
 
 @dataclass(slots=True)
@@ -70,132 +85,301 @@ class _ActiveClip:
 
 @dataclass(slots=True)
 class _Connection:
+    """One connection's state, shared by its reader thread and the supervising loop (under `lock`)."""
+
     number: int
-    container: Any
-    stream: Any
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    opened: bool = False
+    container: Any = None
+    stream: Any = None
     first_pts: int | None = None
+    wall_offset: float | None = None  # min(wall - time_s): maps wall clock to this connection's time
+    last_packet: float = 0.0  # monotonic
     clips: list[_ActiveClip] = field(default_factory=list)
+    error: BaseException | None = None
+    error_kind: ErrorKind | None = None
+    error_text: str | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
-class CameraSource(threading.Thread):
-    """Pulls one camera until stopped; end of stream and errors are disconnects followed by a reconnect."""
+class StreamLoop(threading.Thread):
+    """Connect, pump, watch, reconnect: one stream of one camera until stopped."""
 
-    def __init__(self, config: SourceConfig, slot: FrameSlot, clip_dir: Path | None = None) -> None:
-        super().__init__(name=f"source-{config.camera_id}", daemon=True)
+    def __init__(
+        self,
+        config: SourceConfig,
+        url: str,
+        role: str,
+        ring: PacketRing,
+        slot: FrameSlot | None,
+        clip_dir: Path,
+        on_state: Callable[[StateChange], None] | None,
+        motion: MotionFunction | None = None,
+    ) -> None:
+        super().__init__(name=f"{role}-{config.camera_id}", daemon=True)
         self.config = config
-        self.url = validate_camera_url(config.url)
-        self._secret = url_password(self.url) or ""
+        self.url = validate_camera_url(url)
+        self.role = role
+        self.decode = slot is not None
+        self.ring = ring
         self.slot = slot
-        self.ring = PacketRing(config.ring_seconds)
-        self.stats = SourceStats()
-        self._clip_dir = clip_dir or Path(tempfile.gettempdir())
+        self.motion = motion
+        self._secrets = url_secrets(self.url)
+        self._clip_dir = clip_dir
+        self.machine = StateMachine(config.camera_id, role, on_state)
         self._clip_requests: queue.Queue[ClipRequest] = queue.Queue()
         self._stop_event = threading.Event()
-        self._connection_number = 0
+        self._conn: _Connection | None = None
+        self._connections = 0
         self._seq = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.packets = 0
+        self.frames_decoded = 0
+        self.frames_sampled = 0
+        self.codec: str | None = None
+        self.width: int | None = None
+        self.height: int | None = None
+        self.decode_mode: str | None = "full" if self.decode else None
+        self._packet_rate = RateMeter()
+        self._decode_rate = RateMeter()
+        self._active_until = 0.0
+        self.abandoned_readers = 0
 
-    # -- public API (any thread) ----------------------------------------------------------------------
+    # -- control (any thread) -------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop_event.set()
+        conn = self._conn
+        if conn is not None:
+            conn.cancelled.set()
 
     def request_clip(self, request: ClipRequest) -> None:
         self._clip_requests.put(request)
 
-    # -- the thread -------------------------------------------------------------------------------------
+    def hold_active(self, seconds: float) -> None:
+        """Decode every frame (not only keyframes) for at least `seconds` from now."""
+        self._active_until = max(self._active_until, time.monotonic() + seconds)
+
+    def health(self) -> StreamHealth:
+        conn = self._conn
+        age = time.monotonic() - conn.last_packet if conn is not None and conn.last_packet else None
+        input_fps, bytes_per_s = self._packet_rate.rate()
+        decoded_fps, _ = self._decode_rate.rate()
+        return StreamHealth(
+            state=str(self.machine.state),
+            state_since=self.machine.since,
+            input_fps=round(input_fps, 2),
+            decoded_fps=round(decoded_fps, 2),
+            bitrate_kbps=round(bytes_per_s * 8 / 1000, 1),
+            last_packet_age_s=round(age, 2) if age is not None else None,
+            reconnects=self.reconnects,
+            last_error=self.last_error,
+            decode_mode=self.decode_mode,
+            codec=self.codec,
+            width=self.width,
+            height=self.height,
+            packets=self.packets,
+            frames_decoded=self.frames_decoded,
+            frames_sampled=self.frames_sampled,
+        )
+
+    # -- supervision ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        backoff = self.config.backoff_initial_s
-        while not self._stop_event.is_set():
-            self.stats.state = "connecting"
-            started = time.monotonic()
-            try:
-                self._run_connection()
-                reason = "end of stream"
-            except Exception as exc:  # every failure of one camera stays inside its thread
-                reason = redact_text(f"{type(exc).__name__}: {exc}", self._secret)
-            if self._stop_event.is_set():
-                break
-            self.stats.state = "offline"
-            self.stats.last_error = reason
-            if time.monotonic() - started > 60:
-                backoff = self.config.backoff_initial_s
-            delay = min(backoff, self.config.backoff_max_s) * random.uniform(0.8, 1.2)
-            log.warning(
-                "camera %s disconnected (%s); reconnecting in %.1f s", self.config.camera_id, reason, delay
-            )
-            self._stop_event.wait(delay)
-            backoff = min(backoff * 2, self.config.backoff_max_s)
-        self.stats.state = "stopped"
-
-    def _run_connection(self) -> None:
-        options = {"rtsp_transport": "tcp", "protocol_whitelist": PROTOCOL_WHITELIST}
-        container = av.open(
-            self.url,
-            options=options,
-            timeout=(self.config.open_timeout_s, self.config.read_timeout_s),
-        )
+        cfg = self.config
+        backoff = cfg.backoff_initial_s
         try:
-            if not container.streams.video:
-                raise RuntimeError("stream has no video track")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = self.config.decode_threads
-            self._connection_number += 1
-            conn = _Connection(self._connection_number, container, stream)
-            self.stats.connections += 1
-            self.stats.codec = stream.codec_context.name
-            log.info("camera %s connected (%s)", self.config.camera_id, stream.codec_context.name)
+            while not self._stop_event.is_set():
+                started = time.monotonic()
+                conn = self._connect_and_watch()
+                if self._stop_event.is_set():
+                    break
+                connected_for = time.monotonic() - started
+                kind, reason = conn.error_kind, conn.error_text or "end of stream"
+                self.last_error = reason
+                if kind == "auth_failed":
+                    self.machine.move(StreamState.AUTH_FAILED, reason)
+                    delay = max(cfg.auth_backoff_s, backoff)
+                elif kind in ("unsupported", "no_video"):
+                    self.machine.move(StreamState.UNSUPPORTED, reason)
+                    delay = cfg.backoff_max_s
+                else:
+                    self.machine.move(StreamState.OFFLINE, reason)
+                    if conn.opened and connected_for >= cfg.stable_after_s:
+                        backoff = cfg.backoff_initial_s
+                    delay = min(backoff, cfg.backoff_max_s) * random.uniform(0.8, 1.2)
+                    backoff = min(backoff * 2, cfg.backoff_max_s)
+                log.warning(
+                    "camera %s %s stream: %s; reconnecting in %.1f s", cfg.camera_id, self.role, reason, delay
+                )
+                self._stop_event.wait(delay)
+                self.reconnects += 1
+        finally:
+            self.machine.move(StreamState.STOPPED)
+
+    def _connect_and_watch(self) -> _Connection:
+        self._connections += 1
+        conn = _Connection(self._connections)
+        self._conn = conn
+        reader = threading.Thread(
+            target=self._read, args=(conn,), name=f"{self.role}-reader-{self.config.camera_id}", daemon=True
+        )
+        reader.start()
+        cfg = self.config
+        while not conn.ended.wait(0.2):
+            if self._stop_event.is_set():
+                conn.cancelled.set()
+                break
+            if not conn.last_packet:
+                continue  # opening: bounded by the open timeout inside FFmpeg
+            age = time.monotonic() - conn.last_packet
+            if age >= cfg.watchdog_timeout_s:
+                self._abandon(conn, f"no packet for {age:.1f} s (watchdog)")
+                break
+            if age >= cfg.stall_after_s and self.machine.state == StreamState.ONLINE:
+                self.machine.move(StreamState.STALLED, f"no packet for {age:.1f} s")
+        reader.join(timeout=0.5 if conn.cancelled.is_set() and not self._stop_event.is_set() else 5)
+        if reader.is_alive():
+            self.abandoned_readers += 1
+            log.warning(
+                "camera %s: a reader is still blocked in FFmpeg; left to time out", self.config.camera_id
+            )
+        with conn.lock:
+            self._finish_clips(conn, force=True)
+        return conn
+
+    def _abandon(self, conn: _Connection, reason: str) -> None:
+        conn.cancelled.set()
+        if conn.error_text is None:
+            conn.error_kind, conn.error_text = "timeout", reason
+
+    # -- the reader thread ----------------------------------------------------------------------------
+
+    def _read(self, conn: _Connection) -> None:
+        cfg = self.config
+        started = time.monotonic()
+        try:
             try:
+                container = av.open(
+                    self.url,
+                    options={"rtsp_transport": "tcp", "protocol_whitelist": PROTOCOL_WHITELIST},
+                    timeout=(cfg.open_timeout_s, cfg.read_timeout_s),
+                )
+            except Exception as exc:
+                kind, message = classify_open_error(
+                    exc, self.url, time.monotonic() - started, cfg.open_timeout_s
+                )
+                conn.error_kind, conn.error_text = kind, redact_text(message, *self._secrets)
+                return
+            try:
+                conn.container = container
+                if not container.streams.video:
+                    found = ", ".join(s.type for s in container.streams) or "none"
+                    conn.error_kind = "no_video"
+                    conn.error_text = f"the stream has no video track (found: {found})"
+                    return
+                stream = container.streams.video[0]
+                conn.stream = stream
+                conn.opened = True
+                self.codec = stream.codec_context.name
+                if self.decode:
+                    stream.codec_context.thread_count = cfg.decode_threads
                 self._pump(conn)
             finally:
-                self._finish_clips(conn, force=True)
+                with conn.lock:
+                    self._finish_clips(conn, force=True)
+                container.close()
+        except Exception as exc:
+            if conn.error_text is None:
+                timed_out = isinstance(exc, av.error.ExitError | TimeoutError)
+                conn.error_kind = "timeout" if timed_out else "error"
+                what = (
+                    f"no packet within the read timeout of {cfg.read_timeout_s:g} s"
+                    if timed_out
+                    else "read error"
+                )
+                conn.error_text = redact_text(f"{what} ({describe_error(exc)})", *self._secrets)
         finally:
-            container.close()
+            conn.ended.set()
 
     def _pump(self, conn: _Connection) -> None:
-        interval = 1.0 / self.config.detect_fps if self.config.detect_fps > 0 else float("inf")
+        cfg = self.config
+        interval = 1.0 / cfg.detect_fps if cfg.detect_fps > 0 else float("inf")
         next_sample = 0.0
         time_base = conn.stream.time_base
+        codec = conn.stream.codec_context
+        mode = "full"
         for packet in conn.container.demux(conn.stream):
-            if self._stop_event.is_set():
+            if conn.cancelled.is_set():
                 return
             if packet.pts is None or packet.size == 0:
                 continue
-            now = time.time()
+            wall = time.time()
+            mono = time.monotonic()
             if conn.first_pts is None:
                 conn.first_pts = packet.pts
-                self.stats.state = "online"
             time_s = float((packet.pts - conn.first_pts) * time_base)
-            ring_packet = RingPacket(
-                data=bytes(packet),
-                pts=packet.pts,
-                dts=packet.dts,
-                is_keyframe=packet.is_keyframe,
-                time_s=time_s,
-                connection=conn.number,
-            )
+            offset = wall - time_s
+            conn.wall_offset = offset if conn.wall_offset is None else min(conn.wall_offset, offset)
+            conn.last_packet = mono
+            data = bytes(packet)
+            self.packets += 1
+            self._packet_rate.add(len(data), mono)
+            if self.machine.state != StreamState.ONLINE:
+                self.machine.move(StreamState.ONLINE)
+            ring_packet = RingPacket(data, packet.pts, packet.dts, packet.is_keyframe, time_s, conn.number)
             self.ring.append(ring_packet)
-            self.stats.packets += 1
-            self.stats.last_packet_at = now
-            self._serve_clips(conn, ring_packet)
-            for frame in packet.decode():
-                self.stats.frames_decoded += 1
+            with conn.lock:
+                if conn.cancelled.is_set():
+                    return
+                self._serve_clips(conn, ring_packet)
+            if not self.decode:
+                continue
+            wanted = "full" if (not cfg.keyframes_when_idle or mono < self._active_until) else "keyframes"
+            if wanted != mode:
+                mode = self._switch_decode(conn, codec, wanted, ring_packet)
+            for frame in codec.decode(packet):
+                self.frames_decoded += 1
+                self._decode_rate.add(1, mono)
                 frame_time = (
-                    float(frame.time) - float(conn.first_pts * time_base)
-                    if frame.time is not None
-                    else time_s
+                    float(frame.pts - conn.first_pts) * float(time_base) if frame.pts is not None else time_s
                 )
                 if frame_time + 1e-6 < next_sample:
                     continue
                 next_sample = max(next_sample + interval, frame_time)
                 image = frame.to_ndarray(format="bgr24")
-                self.stats.width, self.stats.height = frame.width, frame.height
+                self.width, self.height = frame.width, frame.height
+                if self.motion is not None and self.motion(image):
+                    self.hold_active(cfg.active_hold_s)
                 self._seq += 1
-                self.stats.frames_sampled += 1
-                self.slot.put(Frame(self.config.camera_id, image, frame_time, now, conn.number, self._seq))
+                self.frames_sampled += 1
+                assert self.slot is not None
+                self.slot.put(Frame(cfg.camera_id, image, frame_time, wall, conn.number, self._seq))
 
-    # -- clips --------------------------------------------------------------------------------------------
+    def _switch_decode(self, conn: _Connection, codec: Any, wanted: str, current: RingPacket) -> str:
+        if wanted == "keyframes":
+            codec.skip_frame = "NONKEY"
+        else:
+            codec.skip_frame = "DEFAULT"
+            # Rebuild the reference frames skipped since the last keyframe, so full decode starts now.
+            codec.flush_buffers()
+            replay = [p for p in self.ring.since_last_keyframe(conn.number) if p is not current]
+            for old in replay:
+                packet = av.Packet(old.data)
+                packet.pts, packet.dts = old.pts, old.dts
+                packet.time_base = conn.stream.time_base
+                try:
+                    for _ in codec.decode(packet):
+                        self.frames_decoded += 1
+                except av.error.FFmpegError:
+                    break
+        self.decode_mode = wanted
+        log.debug("camera %s: decoding %s", self.config.camera_id, wanted)
+        return wanted
+
+    # -- clips (called under conn.lock) ---------------------------------------------------------------
 
     def _serve_clips(self, conn: _Connection, newest: RingPacket) -> None:
         while True:
@@ -209,17 +393,23 @@ class CameraSource(threading.Thread):
                 clip.writer.write(newest)
         self._finish_clips(conn, force=False, now_s=newest.time_s)
 
+    def _event_time(self, conn: _Connection, request: ClipRequest) -> float | None:
+        if self.decode and request.connection == conn.number:
+            return request.time_s
+        if request.wall_time and conn.wall_offset is not None:
+            return request.wall_time - conn.wall_offset
+        return None
+
     def _start_clip(self, conn: _Connection, request: ClipRequest) -> None:
-        if request.connection != conn.number:
+        event_s = self._event_time(conn, request)
+        if event_s is None:
             request.on_done(ClipResult(None, 0, 0, 0, None, None, error="camera reconnected before the clip"))
             return
-        path = (
-            self._clip_dir / f"{self.config.camera_id}-{conn.number}-{request.time_s:.3f}-{id(request)}.mp4"
-        )
-        writer = ClipWriter(path, conn.stream)
-        for packet in self.ring.since_keyframe_near(request.time_s - request.pre_roll_s, conn.number)[:-1]:
+        name = f"{self.config.camera_id}-{conn.number}-{event_s:.3f}-{id(request):x}.mp4"
+        writer = ClipWriter(self._clip_dir / name, conn.stream)
+        for packet in self.ring.since_keyframe_near(event_s - request.pre_roll_s, conn.number)[:-1]:
             writer.write(packet)
-        conn.clips.append(_ActiveClip(request, writer, request.time_s + request.post_roll_s))
+        conn.clips.append(_ActiveClip(request, writer, event_s + request.post_roll_s))
 
     def _finish_clips(self, conn: _Connection, force: bool, now_s: float = 0.0) -> None:
         keep: list[_ActiveClip] = []
@@ -233,7 +423,73 @@ class CameraSource(threading.Thread):
             else:
                 keep.append(clip)
         conn.clips = keep
-        if force:
-            while not self._clip_requests.empty():
-                request = self._clip_requests.get_nowait()
-                request.on_done(ClipResult(None, 0, 0, 0, None, None, error="camera disconnected"))
+        if force and self._stop_event.is_set():
+            while True:
+                try:
+                    request = self._clip_requests.get_nowait()
+                except queue.Empty:
+                    break
+                request.on_done(ClipResult(None, 0, 0, 0, None, None, error="camera source stopped"))
+
+
+class CameraSource:
+    """A camera: its detect stream (decoded, frames into `slot`) and, if configured, its record stream."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        slot: FrameSlot,
+        clip_dir: Path | None = None,
+        on_state: Callable[[StateChange], None] | None = None,
+        motion: MotionFunction | None = None,
+    ) -> None:
+        self.config = config
+        self.slot = slot
+        clip_dir = clip_dir or Path(tempfile.gettempdir())
+        self.ring = PacketRing(config.ring_seconds)
+        self.detect = StreamLoop(config, config.url, "detect", self.ring, slot, clip_dir, on_state, motion)
+        self.record: StreamLoop | None = None
+        if config.record_url:
+            self.record_ring = PacketRing(config.ring_seconds)
+            self.record = StreamLoop(
+                config, config.record_url, "record", self.record_ring, None, clip_dir, on_state
+            )
+
+    @property
+    def camera_id(self) -> str:
+        return self.config.camera_id
+
+    @property
+    def state(self) -> StreamState:
+        return self.detect.machine.state
+
+    def start(self) -> None:
+        self.detect.start()
+        if self.record is not None:
+            self.record.start()
+
+    def stop(self) -> None:
+        self.detect.stop()
+        if self.record is not None:
+            self.record.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.detect.join(timeout)
+        if self.record is not None:
+            self.record.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self.detect.is_alive() or (self.record is not None and self.record.is_alive())
+
+    def request_clip(self, request: ClipRequest) -> None:
+        """Clips come from the record stream if there is one (found by wall clock), else the detect stream."""
+        (self.record or self.detect).request_clip(request)
+
+    def hold_active(self, seconds: float) -> None:
+        self.detect.hold_active(seconds)
+
+    def health(self) -> dict[str, StreamHealth]:
+        out = {"detect": self.detect.health()}
+        if self.record is not None:
+            out["record"] = self.record.health()
+        return out

@@ -44,7 +44,8 @@ def state(tmp_path: Path, s3_server: S3Server, s3_keys: tuple[str, str]) -> Iter
     key = store.snapshot_key("cam1", T0, f"{0:032x}")
     store.put_bytes(key, b"\xff\xd8fakejpeg", "image/jpeg")
     db.set_snapshot(f"{0:032x}", key)
-    yield AppState(db, store, presign_seconds=30, camera_states={"cam1": "online"})
+    health = {"detect": {"state": "online", "input_fps": 10.0}}
+    yield AppState(db, store, presign_seconds=30, camera_health=lambda cid: health if cid == "cam1" else None)
     db.close()
 
 
@@ -62,6 +63,7 @@ def test_health_and_cameras(state: AppState) -> None:
                 "detect_fps": 2.0,
                 "enabled": True,
                 "state": "online",
+                "health": {"detect": {"state": "online", "input_fps": 10.0}},
             }
         ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class AlertPipeline:
         self.post_roll_s = post_roll_s
         self._uploads = ThreadPoolExecutor(max_workers=upload_workers, thread_name_prefix="upload")
         self.alerts_created = 0
+        self.alerts_by_label: Counter[str] = Counter()
 
     def handle(self, frame: Frame, detections: Detections) -> list[str]:
         """Evaluate rules; return the ids of the alerts raised for this frame."""
@@ -85,6 +87,7 @@ class AlertPipeline:
         )
         self.db.add_alert(record)
         self.alerts_created += 1
+        self.alerts_by_label[trigger.label] += 1
         log.info(
             "alert %s: %s %.2f on camera %s (grid %s)",
             alert_id,

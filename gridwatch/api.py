@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import BaseModel
 
 from storage.metadata import AlertRecord, CameraRecord, MetadataDB
@@ -60,7 +60,9 @@ class AppState:
         store: ObjectStore,
         presign_seconds: int,
         camera_health: Callable[[str], dict[str, Any] | None] | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
+        self.metrics = metrics
         self.db = db
         self.store = store
         self.presign = timedelta(seconds=presign_seconds)
@@ -133,6 +135,12 @@ def create_app(state: AppState) -> FastAPI:
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
         return Health(status="ok")
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics(s: State) -> PlainTextResponse:
+        if s.metrics is None:
+            raise HTTPException(status_code=404, detail="no metrics in this process")
+        return PlainTextResponse(s.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/v1/cameras", response_model=list[CameraOut])
     def list_cameras(s: State) -> list[CameraOut]:

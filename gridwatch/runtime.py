@@ -21,6 +21,7 @@ from alerts.rules import Rule, RuleEngine
 from detect.loop import Detector, DetectorLoop
 from detect.motion import MotionGate
 from gridwatch.api import AppState, create_app
+from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
 from gridwatch.services import RedisServer, S3Server
 from gridwatch.settings import SIM_SCHEME, Settings
@@ -52,6 +53,7 @@ class Runtime:
     pipeline: AlertPipeline | None = None
     loop: DetectorLoop | None = None
     status: CameraStatusPublisher | None = None
+    collector: RuntimeCollector | None = None
     _api_server: Any = None
 
     def start(self) -> Runtime:
@@ -87,6 +89,12 @@ class Runtime:
             self.s3_endpoint = s3.endpoint
 
         urls, record_urls = self._camera_urls(data_dir)
+        self.collector = RuntimeCollector(
+            self.sources,
+            self.slots,
+            loop=lambda: self.loop,
+            alerts_by_label=lambda: self.pipeline.alerts_by_label if self.pipeline else {},
+        )
 
         self.db = MetadataDB(s.database_url())
         self._stack.callback(self.db.close)
@@ -221,6 +229,8 @@ class Runtime:
         return urls, record
 
     def _on_state(self, change: StateChange) -> None:
+        if self.collector is not None:
+            self.collector.on_state(change)
         if self.status is not None:
             self.status.publish(change)
 
@@ -237,7 +247,15 @@ class Runtime:
 
     def _start_api(self) -> None:
         assert self.db is not None and self.store is not None
-        state = AppState(self.db, self.store, self.settings.s3.presign_seconds, self.camera_health)
+        assert self.collector is not None
+        registry = make_registry(self.collector)
+        state = AppState(
+            self.db,
+            self.store,
+            self.settings.s3.presign_seconds,
+            self.camera_health,
+            metrics=lambda: render(registry),
+        )
         app = create_app(state)
         family = socket.AF_INET6 if ":" in self.settings.api.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

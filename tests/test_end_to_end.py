@@ -194,6 +194,23 @@ def test_api_serves_alerts_snapshots_and_clips(run: Runtime) -> None:
         assert clip.status_code == 307
         with urllib.request.urlopen(clip.headers["location"], timeout=10) as resp:
             assert resp.read(12)[4:8] == b"ftyp"
+        people = next(c for c in cameras if c["id"] == "cam-people")
+        assert people["health"]["detect"]["codec"] == "h264"
+        assert people["health"]["detect"]["width"] == 768
+        metrics = client.get("/metrics").text
+        assert 'gridwatch_alerts_total{label="person"} 1.0' in metrics
+        assert 'gridwatch_camera_state_changes_total{camera="cam-people",state="online",stream="detect"}' in metrics
+        assert "gridwatch_detector_frames_total" in metrics
+
+
+def test_camera_states_are_published_to_redis(run: Runtime) -> None:
+    assert run.bus is not None
+    entries = run.bus.client.xrange("gridwatch:camera-status")
+    seen = {(f[b"camera_id"].decode(), f[b"state"].decode()) for _, f in entries}
+    assert {("cam-people", "online"), ("cam-flames", "online"), ("cam-empty", "online")} <= seen
+    assert ("cam-empty", "offline") in seen  # its clip ended: end of stream is a disconnect
+    latest = run.bus.client.hgetall("gridwatch:camera:cam-people:status")
+    assert latest[b"detect_state"] in (b"online", b"offline")
 
 
 def _check_snapshot(run: Runtime, alert: AlertRecord) -> None:

@@ -1,0 +1,109 @@
+"""Prometheus metrics of a running GridWatch, read from the live parts at scrape time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ingest.state import StateChange, StreamState
+
+if TYPE_CHECKING:
+    from detect.loop import DetectorLoop
+    from ingest.frames import FrameSlot
+    from ingest.source import CameraSource
+
+
+class RuntimeCollector(Collector):
+    def __init__(
+        self,
+        sources: Mapping[str, CameraSource],
+        slots: Mapping[str, FrameSlot],
+        loop: Callable[[], DetectorLoop | None],
+        alerts_by_label: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self.sources = sources
+        self.slots = slots
+        self.loop = loop
+        self.alerts_by_label = alerts_by_label
+        self.state_changes: Counter[tuple[str, str, str]] = Counter()
+
+    def on_state(self, change: StateChange) -> None:
+        self.state_changes[(change.camera_id, change.stream, str(change.new))] += 1
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["camera", "stream"]
+        state = GaugeMetricFamily(
+            "gridwatch_camera_state", "1 for the stream's current state", labels=[*labels, "state"]
+        )
+        fps = GaugeMetricFamily("gridwatch_camera_input_fps", "Packets per second received", labels=labels)
+        decoded = GaugeMetricFamily(
+            "gridwatch_camera_decoded_fps", "Frames per second decoded", labels=labels
+        )
+        bitrate = GaugeMetricFamily("gridwatch_camera_bitrate_kbps", "Received bitrate", labels=labels)
+        age = GaugeMetricFamily(
+            "gridwatch_camera_last_packet_age_seconds", "Since the last packet", labels=labels
+        )
+        reconnects = CounterMetricFamily("gridwatch_camera_reconnects", "Reconnect attempts", labels=labels)
+        for camera_id, source in self.sources.items():
+            for role, health in source.health().items():
+                for s in StreamState:
+                    state.add_metric([camera_id, role, str(s)], 1.0 if health.state == s else 0.0)
+                fps.add_metric([camera_id, role], health.input_fps)
+                decoded.add_metric([camera_id, role], health.decoded_fps)
+                bitrate.add_metric([camera_id, role], health.bitrate_kbps)
+                if health.last_packet_age_s is not None:
+                    age.add_metric([camera_id, role], health.last_packet_age_s)
+                reconnects.add_metric([camera_id, role], health.reconnects)
+        yield from (state, fps, decoded, bitrate, age, reconnects)
+
+        changes = CounterMetricFamily(
+            "gridwatch_camera_state_changes", "State changes by new state", labels=[*labels, "state"]
+        )
+        for (camera_id, role, new), count in sorted(self.state_changes.items()):
+            changes.add_metric([camera_id, role, new], count)
+        yield changes
+
+        dropped = CounterMetricFamily(
+            "gridwatch_frames_dropped",
+            "Frames replaced in the latest-frame slot before the detector took them",
+            labels=["camera"],
+        )
+        for camera_id, slot in self.slots.items():
+            dropped.add_metric([camera_id], slot.dropped)
+        yield dropped
+
+        loop = self.loop()
+        if loop is not None:
+            yield CounterMetricFamily(
+                "gridwatch_detector_frames", "Frames run through the detectors", value=loop.stats.frames
+            )
+            yield CounterMetricFamily(
+                "gridwatch_detector_busy_seconds", "Time spent in the detectors", value=loop.stats.busy_s
+            )
+            yield CounterMetricFamily(
+                "gridwatch_detector_errors", "Detector failures", value=loop.stats.errors
+            )
+            yield GaugeMetricFamily(
+                "gridwatch_detector_latency_seconds",
+                "Capture to detection of the last frame",
+                value=loop.stats.last_latency_s,
+            )
+        alerts = CounterMetricFamily("gridwatch_alerts", "Alerts raised", labels=["label"])
+        for label, count in sorted(self.alerts_by_label().items()):
+            alerts.add_metric([label], count)
+        yield alerts
+
+
+def make_registry(collector: RuntimeCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

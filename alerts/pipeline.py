@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections import Counter
@@ -159,17 +160,4 @@ class AlertPipeline:
         result.path.unlink(missing_ok=True)
         self.db.set_clip(alert_id, key=key, status="stored", duration_s=result.duration_s)
         log.info("clip of alert %s stored: %s (%.1f s)", alert_id, key, result.duration_s)
-        self._publish(
-            BusMessage(
-                alert_id=alert_id,
-                kind="clip",
-                camera_id=message.camera_id,
-                village=message.village,
-                grid=message.grid,
-                label=message.label,
-                score=message.score,
-                created_at=message.created_at,
-                snapshot_key=message.snapshot_key,
-                clip_key=key,
-            )
-        )
+        self._publish(dataclasses.replace(message, kind="clip", clip_key=key, bbox=None))

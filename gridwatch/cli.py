@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -95,23 +96,31 @@ def api(config: ConfigArg) -> None:
     uvicorn.run(create_app(state), host=settings.api.host, port=settings.api.port, log_level="info")
 
 
-@models_app.command("prepare")
-def models_prepare(
-    models_dir: Annotated[
-        Path, typer.Option(help="Model cache directory", envvar="GRIDWATCH_MODELS_DIR")
-    ] = Path(".cache/models"),
-    force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
-) -> None:
-    """Fetch (from package registries only) and convert the detector models into the cache."""
-    from detect.models.prepare import prepare_models
-
+def _prepare(build: Callable[..., dict[str, Path]], target: Path, force: bool) -> None:
+    """Run an idempotent preparation step with progress lines; a failure is one clear line and exit 1."""
     try:
-        paths = prepare_models(models_dir, progress=lambda line: typer.echo(line), force=force)
+        paths = build(target, progress=lambda line: typer.echo(line), force=force)
     except Exception as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
+
+
+ForceOption = Annotated[bool, typer.Option(help="Rebuild even if present")]
+
+
+@models_app.command("prepare")
+def models_prepare(
+    models_dir: Annotated[
+        Path, typer.Option(help="Model cache directory", envvar="GRIDWATCH_MODELS_DIR")
+    ] = Path(".cache/models"),
+    force: ForceOption = False,
+) -> None:
+    """Fetch (from package registries only) and convert the detector models into the cache."""
+    from detect.models.prepare import prepare_models
+
+    _prepare(prepare_models, models_dir, force)
 
 
 @media_app.command("prepare")
@@ -119,18 +128,12 @@ def media_prepare(
     media_dir: Annotated[Path, typer.Option(help="Media directory", envvar="GRIDWATCH_MEDIA_DIR")] = Path(
         ".cache/media"
     ),
-    force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Build the test clips (people, flames, empty scene) from offline sources."""
     from ingest.simulator.media import prepare_media
 
-    try:
-        paths = prepare_media(media_dir, progress=lambda line: typer.echo(line), force=force)
-    except Exception as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    for name, path in paths.items():
-        typer.echo(f"{name}: {path}")
+    _prepare(prepare_media, media_dir, force)
 
 
 @app.command()

@@ -199,7 +199,10 @@ def test_api_serves_alerts_snapshots_and_clips(run: Runtime) -> None:
         assert people["health"]["detect"]["width"] == 768
         metrics = client.get("/metrics").text
         assert 'gridwatch_alerts_total{label="person"} 1.0' in metrics
-        assert 'gridwatch_camera_state_changes_total{camera="cam-people",state="online",stream="detect"}' in metrics
+        assert (
+            'gridwatch_camera_state_changes_total{camera="cam-people",state="online",stream="detect"}'
+            in metrics
+        )
         assert "gridwatch_detector_frames_total" in metrics
 
 

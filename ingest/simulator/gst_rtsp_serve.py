@@ -174,7 +174,9 @@ class Simulator:
         port = _free_udp_port()
         command = [
             ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1",
-            "-i", str(mount["path"]), "-map", "0:v:0", "-c", "copy", "-f", "mpegts",
+            "-i", str(mount["path"]), "-map", "0:v:0", "-c", "copy",
+            # Without these, tsdemux hands out packets whose timestamps run backwards inside each GOP.
+            "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts",
             f"udp://{HOST}:{port}?pkt_size=1316",
         ]  # fmt: skip
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -183,7 +185,7 @@ class Simulator:
         return (
             f"( udpsrc address={HOST} port={port} buffer-size=4194304 "
             'caps="video/mpegts,systemstream=(boolean)true,packetsize=(int)188" '
-            "! queue ! tsdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+            "! queue ! tsdemux latency=0 ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
         )
 
     def _child_exited(self, pid: int, status: int, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -97,6 +98,20 @@ def test_loop_mount_keeps_going_past_the_end_of_the_file(simulator: RtspSimulato
     reading = read(simulator.url("loop"), max_frames=wanted, max_seconds=40)
     assert reading.frames == wanted
     assert reading.sizes == {(320, 240)}
+
+
+def test_loop_mount_timestamps_advance_one_frame_at_a_time(simulator: RtspSimulator) -> None:
+    """Clips are cut by packet time: a relay whose timestamps run backwards inside a GOP breaks them."""
+    times: list[float] = []
+    with av.open(simulator.url("loop"), options={"rtsp_transport": "tcp"}, timeout=(5, 5)) as container:
+        for packet in container.demux(video=0):
+            if packet.pts is not None:
+                times.append(float(packet.pts * packet.time_base))
+            if len(times) >= FILE_SECONDS * FPS + 20:
+                break
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(steps) > 0, "timestamps went backwards"
+    assert max(steps) < 0.25, f"a gap of {max(steps):.2f} s"
 
 
 def test_auth_mount_refuses_missing_or_wrong_password(simulator: RtspSimulator) -> None:

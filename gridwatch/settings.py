@@ -25,6 +25,8 @@ from pydantic import (
 from ingest.urls import CameraURLError, validate_camera_url
 
 ENV_PREFIX = "GRIDWATCH_"
+# Variables of the command-line tools, not config overrides.
+TOOL_VARIABLES = frozenset({"GRIDWATCH_CONFIG", "GRIDWATCH_MODELS_DIR", "GRIDWATCH_MEDIA_DIR"})
 SIM_SCHEME = "sim://"
 
 
@@ -260,7 +262,7 @@ def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> S
 def _apply_env(data: dict[str, Any], env: dict[str, str]) -> set[tuple[str, ...]]:
     overridden: set[tuple[str, ...]] = set()
     for key, value in sorted(env.items()):
-        if not key.startswith(ENV_PREFIX) or key in {"GRIDWATCH_CONFIG"}:
+        if not key.startswith(ENV_PREFIX) or key in TOOL_VARIABLES:
             continue
         path = tuple(part.lower() for part in key[len(ENV_PREFIX) :].split("__") if part)
         if not path:
@@ -286,7 +288,7 @@ def _format_errors(
         key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
         where = ""
         str_loc = tuple(str(p) for p in loc if not isinstance(p, int))
-        if any(str_loc[: len(o)] == o for o in overridden):
+        if any(str_loc[: len(o)] == o or o[: len(str_loc)] == str_loc for o in overridden):
             where = " (from environment)"
         else:
             line = _line_of(node, loc)

@@ -79,6 +79,10 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert settings.redis.url is not None
     assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:7000/0"
     assert settings.clips.post_roll_s == 2.5
+    tools = {"GRIDWATCH_MODELS_DIR": "/m", "GRIDWATCH_MEDIA_DIR": "/x", "GRIDWATCH_CONFIG": "c.yaml"}
+    assert load_settings(_write(tmp_path, BASE), environ=tools).models.dir.name == "models"
+    with pytest.raises(ConfigError, match=r"redsi \(from environment\): unknown key"):
+        load_settings(_write(tmp_path, BASE), environ={"GRIDWATCH_REDSI__URL": "redis://x"})
     with pytest.raises(ConfigError, match=r"clips.post_roll_s \(from environment\)"):
         load_settings(_write(tmp_path, BASE), environ={"GRIDWATCH_CLIPS__POST_ROLL_S": "-3"})
 

@@ -183,7 +183,13 @@ class Runtime:
             post_roll_s=s.clips.post_roll_s,
         )
         self._stack.callback(self.pipeline.close)
-        self.loop = DetectorLoop(self.slots, self.detectors, self.pipeline.handle)
+        self.loop = DetectorLoop(
+            self.slots,
+            self.detectors,
+            self.pipeline.handle,
+            max_batch=s.models.batch_size,
+            refresh_s=s.models.still_refresh_s,
+        )
 
         for source in self.sources.values():
             source.start()

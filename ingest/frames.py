@@ -18,6 +18,7 @@ class Frame:
     captured_at: float  # wall clock (time.time()) when the packet arrived
     connection: int
     seq: int
+    motion: bool = True  # False: the camera's motion function saw nothing move (True when there is none)
 
 
 class FrameSlot:

@@ -1,0 +1,87 @@
+"""The detector loop: newest frame per camera, still cameras only on refresh, batches across cameras."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detect.detections import Detections
+from detect.loop import DetectorLoop
+from ingest.frames import Frame, FrameSlot
+
+NAMES = ("person",)
+
+
+class CountingDetector:
+    """A stand-in model: one 'person' per frame whose top-left pixel is non-zero; records its batch sizes."""
+
+    names = NAMES
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def detect(self, frame_bgr: np.ndarray) -> Detections:
+        return self.detect_batch([frame_bgr])[0]
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        self.batches.append(len(frames))
+        out = []
+        for image in frames:
+            hit = bool(image[0, 0, 0])
+            out.append(
+                Detections(
+                    np.array([[0, 0, 10, 10]] * hit, np.float32).reshape(-1, 4),
+                    np.array([0.9] * hit, np.float32),
+                    np.zeros(int(hit), np.int32),
+                    NAMES,
+                )
+            )
+        return out
+
+
+def _frame(camera: str, seq: int, motion: bool, value: int = 1) -> Frame:
+    image = np.full((4, 4, 3), value, np.uint8)
+    return Frame(camera, image, time_s=seq, captured_at=0.0, connection=1, seq=seq, motion=motion)
+
+
+def test_batches_across_cameras_and_keeps_only_the_newest_frame() -> None:
+    slots = {f"cam{i}": FrameSlot() for i in range(6)}
+    results: list[tuple[str, int, int]] = []
+    detector = CountingDetector()
+    loop = DetectorLoop(
+        slots, [detector], lambda f, d: results.append((f.camera_id, f.seq, len(d))), max_batch=4
+    )
+    for i, slot in enumerate(slots.values()):
+        slot.put(_frame(f"cam{i}", 1, motion=True))
+        slot.put(_frame(f"cam{i}", 2, motion=True))  # replaces seq 1
+    frames = loop.collect()
+    for start in range(0, len(frames), loop.max_batch):
+        loop.process_batch(frames[start : start + loop.max_batch])
+    assert detector.batches == [4, 2]
+    assert sorted(results) == [(f"cam{i}", 2, 1) for i in range(6)]
+    assert sum(slot.dropped for slot in slots.values()) == 6
+    assert loop.stats.frames == 6 and loop.stats.batches == 2
+
+
+def test_still_cameras_run_only_when_the_refresh_is_due() -> None:
+    slot = FrameSlot()
+    loop = DetectorLoop({"cam": slot}, [CountingDetector()], lambda f, d: None, refresh_s=3600)
+    slot.put(_frame("cam", 1, motion=False))
+    assert [f.seq for f in loop.collect()] == [1]  # first frame of a camera always runs
+    slot.put(_frame("cam", 2, motion=False))
+    assert loop.collect() == []  # still, refresh not due
+    slot.put(_frame("cam", 3, motion=True))
+    assert [f.seq for f in loop.collect()] == [3]  # motion always runs
+    assert loop.stats.skipped_still == 1
+    loop.refresh_s = 0.0
+    slot.put(_frame("cam", 4, motion=False))
+    assert [f.seq for f in loop.collect()] == [4]
+
+
+def test_a_failing_model_is_counted_and_the_loop_goes_on() -> None:
+    class Broken(CountingDetector):
+        def detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
+            raise RuntimeError("onnxruntime exploded")
+
+    loop = DetectorLoop({}, [Broken()], lambda f, d: None)
+    assert [len(d) for d in loop.process_batch([_frame("cam", 1, True)])] == [0]
+    assert loop.stats.errors == 1

@@ -56,3 +56,4 @@ class StreamHealth:
     packets: int
     frames_decoded: int
     frames_sampled: int
+    decode_errors: int = 0

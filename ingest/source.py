@@ -91,6 +91,7 @@ class _Connection:
     cancelled: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     opened: bool = False
+    opened_at: float = 0.0  # monotonic; arms the watchdog for a connection that never sends a packet
     container: Any = None
     stream: Any = None
     first_pts: int | None = None
@@ -138,6 +139,7 @@ class StreamLoop(threading.Thread):
         self.packets = 0
         self.frames_decoded = 0
         self.frames_sampled = 0
+        self.decode_errors = 0
         self.codec: str | None = None
         self.width: int | None = None
         self.height: int | None = None
@@ -183,6 +185,7 @@ class StreamLoop(threading.Thread):
             packets=self.packets,
             frames_decoded=self.frames_decoded,
             frames_sampled=self.frames_sampled,
+            decode_errors=self.decode_errors,
         )
 
     # -- supervision ----------------------------------------------------------------------------------
@@ -232,9 +235,10 @@ class StreamLoop(threading.Thread):
             if self._stop_event.is_set():
                 conn.cancelled.set()
                 break
-            if not conn.last_packet:
+            last = conn.last_packet or conn.opened_at
+            if not last:
                 continue  # opening: bounded by the open timeout inside FFmpeg
-            age = time.monotonic() - conn.last_packet
+            age = time.monotonic() - last
             if age >= cfg.watchdog_timeout_s:
                 self._abandon(conn, f"no packet for {age:.1f} s (watchdog)")
                 break
@@ -275,6 +279,8 @@ class StreamLoop(threading.Thread):
                 return
             try:
                 conn.container = container
+                if conn.cancelled.is_set():
+                    return  # stopped or abandoned while opening: do not start waiting for packets
                 if not container.streams.video:
                     found = ", ".join(s.type for s in container.streams) or "none"
                     conn.error_kind = "no_video"
@@ -282,6 +288,7 @@ class StreamLoop(threading.Thread):
                     return
                 stream = container.streams.video[0]
                 conn.stream = stream
+                conn.opened_at = time.monotonic()
                 conn.opened = True
                 self.codec = stream.codec_context.name
                 if self.decode:
@@ -340,7 +347,13 @@ class StreamLoop(threading.Thread):
             wanted = "full" if (not cfg.keyframes_when_idle or mono < self._active_until) else "keyframes"
             if wanted != mode:
                 mode = self._switch_decode(conn, codec, wanted, ring_packet)
-            for frame in codec.decode(packet):
+            try:
+                frames = codec.decode(packet)
+            except av.error.InvalidDataError as exc:  # a damaged packet: skip it, keep the connection
+                self.decode_errors += 1
+                log.debug("camera %s: undecodable packet (%s)", cfg.camera_id, describe_error(exc))
+                continue
+            for frame in frames:
                 self.frames_decoded += 1
                 self._decode_rate.add(1, mono)
                 frame_time = (
@@ -351,12 +364,13 @@ class StreamLoop(threading.Thread):
                 next_sample = max(next_sample + interval, frame_time)
                 image = frame.to_ndarray(format="bgr24")
                 self.width, self.height = frame.width, frame.height
-                if self.motion is not None and self.motion(image):
+                moving = self.motion(image) if self.motion is not None else True
+                if moving and self.motion is not None:
                     self.hold_active(cfg.active_hold_s)
                 self._seq += 1
                 self.frames_sampled += 1
                 assert self.slot is not None
-                self.slot.put(Frame(cfg.camera_id, image, frame_time, wall, conn.number, self._seq))
+                self.slot.put(Frame(cfg.camera_id, image, frame_time, wall, conn.number, self._seq, moving))
 
     def _switch_decode(self, conn: _Connection, codec: Any, wanted: str, current: RingPacket) -> str:
         if wanted == "keyframes":

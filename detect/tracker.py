@@ -1,0 +1,159 @@
+"""A small multi-object tracker: IoU association in two passes (ByteTrack's idea), as a pure step function.
+
+`update(detections, now)` returns the live tracks; `update(None, now)` on a frame that was not run only ages
+them. Tracks carry what the alert rules need: a stable id, first and last time seen, and whether the object
+has stayed put (a parked car, a sign) so it does not alert again and again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detect.detections import Detections
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    id: int
+    label: str
+    box: tuple[float, float, float, float]
+    score: float
+    first_seen: float
+    last_seen: float
+    hits: int
+    stationary: bool
+
+    @property
+    def confirmed(self) -> bool:
+        return self.hits >= 2
+
+
+@dataclass(slots=True)
+class _State:
+    id: int
+    label: str
+    box: np.ndarray
+    score: float
+    first_seen: float
+    last_seen: float
+    hits: int = 1
+    centres: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, x, y)
+
+    def snapshot(self, stationary: bool) -> Track:
+        x0, y0, x1, y1 = (float(v) for v in self.box)
+        return Track(self.id, self.label, (x0, y0, x1, y1), self.score, self.first_seen, self.last_seen,
+                     self.hits, stationary)  # fmt: skip
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N,4) against every box in b (M,4)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+class Tracker:
+    """One per camera.
+
+    high_score: detections at or above it start tracks and are matched first; lower ones (down to whatever
+    the detector kept) only extend existing tracks, which keeps a track alive through a dip in confidence.
+    A track that is not matched for `max_age_s` ends. A track is stationary when its centre moved less than
+    `still_fraction` of its box diagonal over the last `still_after_s` seconds.
+    """
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        high_score: float = 0.5,
+        max_age_s: float = 5.0,
+        still_after_s: float = 30.0,
+        still_fraction: float = 0.15,
+    ) -> None:
+        self.iou_threshold = iou_threshold
+        self.high_score = high_score
+        self.max_age_s = max_age_s
+        self.still_after_s = still_after_s
+        self.still_fraction = still_fraction
+        self._tracks: list[_State] = []
+        self._next_id = 1
+        self.ended: list[Track] = []  # tracks that ended in the last update
+
+    def update(self, detections: Detections | None, now: float) -> list[Track]:
+        self.ended = []
+        if detections is not None and len(detections):
+            labels = detections.labels
+            high = np.flatnonzero(detections.confidence >= self.high_score)
+            low = np.flatnonzero(detections.confidence < self.high_score)
+            unmatched_high = self._associate(detections, labels, high, now)
+            self._associate(detections, labels, low, now)
+            for i in unmatched_high:
+                self._start(detections, labels, i, now)
+        alive = []
+        for track in self._tracks:
+            if now - track.last_seen > self.max_age_s:
+                self.ended.append(track.snapshot(self._is_still(track)))
+            else:
+                alive.append(track)
+        self._tracks = alive
+        return [t.snapshot(self._is_still(t)) for t in self._tracks]
+
+    def _associate(self, dets: Detections, labels: list[str], index: np.ndarray, now: float) -> list[int]:
+        """Greedy best-IoU matching of the given detections to tracks not yet updated at `now`."""
+        free = [t for t in self._tracks if t.last_seen < now]
+        if len(index) == 0:
+            return []
+        if not free:
+            return [int(i) for i in index]
+        ious = iou_matrix(np.stack([t.box for t in free]), dets.xyxy[index])
+        for ti, track in enumerate(free):
+            for di, i in enumerate(index):
+                if labels[i] != track.label:
+                    ious[ti, di] = 0.0
+        matched_dets: set[int] = set()
+        while ious.size and ious.max() >= self.iou_threshold:
+            row, col = (int(v) for v in np.unravel_index(int(np.argmax(ious)), ious.shape))
+            self._extend(free[row], dets, int(index[col]), now)
+            matched_dets.add(col)
+            ious[row, :] = 0.0
+            ious[:, col] = 0.0
+        return [int(i) for col, i in enumerate(index) if col not in matched_dets]
+
+    def _start(self, dets: Detections, labels: list[str], i: int, now: float) -> None:
+        track = _State(self._next_id, labels[i], dets.xyxy[i].copy(), float(dets.confidence[i]), now, now)
+        self._remember_centre(track, now)
+        self._next_id += 1
+        self._tracks.append(track)
+
+    def _extend(self, track: _State, dets: Detections, i: int, now: float) -> None:
+        track.box = dets.xyxy[i].copy()
+        track.score = float(dets.confidence[i])
+        track.last_seen = now
+        track.hits += 1
+        self._remember_centre(track, now)
+
+    def _remember_centre(self, track: _State, now: float) -> None:
+        x0, y0, x1, y1 = track.box
+        track.centres.append((now, float(x0 + x1) / 2, float(y0 + y1) / 2))
+        while len(track.centres) > 2 and now - track.centres[1][0] >= self.still_after_s:
+            track.centres.popleft()
+
+    def _is_still(self, track: _State) -> bool:
+        if track.last_seen - track.first_seen < self.still_after_s or not track.centres:
+            return False
+        x0, y0, x1, y1 = track.box
+        diagonal = float(np.hypot(x1 - x0, y1 - y0))
+        xs = [c[1] for c in track.centres]
+        ys = [c[2] for c in track.centres]
+        spread = float(np.hypot(max(xs) - min(xs), max(ys) - min(ys)))
+        return spread < self.still_fraction * diagonal

@@ -1,14 +1,17 @@
-"""Alert rules: which detections raise an alert, with a cooldown per camera and label."""
+"""Alert rules over tracked objects: labels, score, size, required zones, dwell time, cooldown.
+
+An object (a track) raises at most one alert per rule; a camera raises at most one alert per label per
+cooldown; objects that have stood still (parked cars, signs) never raise one.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
-from detect.detections import Detections
+from detect.tracker import Track
+from detect.zones import Zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,10 @@ class Rule:
     min_score: float
     cooldown_s: float
     cameras: frozenset[str] | None = None  # None: every camera
+    zones: frozenset[str] | None = None  # the object must stand in one of these zones; None: anywhere
+    min_area: float = 0.0  # box area as a fraction of the frame
+    dwell_s: float = 0.0  # in the zone (or, without zones, in view) at least this long
+    min_hits: int = 2  # frames the object was detected in before it can alert
 
     def applies_to(self, camera_id: str) -> bool:
         return self.cameras is None or camera_id in self.cameras
@@ -25,56 +32,106 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """One detection that a rule turned into an alert."""
+    """One tracked object that a rule turned into an alert."""
 
     rule: str
     camera_id: str
     label: str
     score: float
     bbox: tuple[float, float, float, float]
-    index: int  # which detection of the frame
+    track_id: int
+    zone: str | None = None
 
 
 class RuleEngine:
-    """Evaluates detections of a frame against the rules; thread-safe.
-
-    The best-scoring qualifying detection per (rule, label) becomes a trigger, unless that camera and label
-    raised an alert less than `cooldown_s` ago (clock: the caller's `now`, wall seconds).
-    """
+    """Evaluates the tracks of a frame against the rules; thread-safe; clock: the caller's `now` (seconds)."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = tuple(rules)
         self._last: dict[tuple[str, str], float] = {}
+        self._fired: set[tuple[str, int, str]] = set()  # (camera, track id, rule)
+        self._entered: dict[
+            tuple[str, int, str], float
+        ] = {}  # (camera, track id, zone or "") -> first time in
         self._lock = threading.Lock()
 
-    def evaluate(self, camera_id: str, detections: Detections, now: float) -> list[Trigger]:
+    def evaluate(
+        self,
+        camera_id: str,
+        tracks: list[Track],
+        frame_size: tuple[int, int],
+        now: float,
+        zones: Mapping[str, Zone] | None = None,
+    ) -> list[Trigger]:
+        width, height = frame_size
+        zones = zones or {}
         triggers: list[Trigger] = []
-        if len(detections) == 0:
-            return triggers
-        labels = np.array(detections.labels, dtype=object)
         with self._lock:
+            live = {t.id for t in tracks}
+            self._forget(camera_id, live)
+            where = {t.id: self._zones_of(camera_id, t, zones, width, height, now) for t in tracks}
             for rule in self.rules:
                 if not rule.applies_to(camera_id):
                     continue
-                for label in sorted(rule.labels):
-                    mask = (labels == label) & (detections.confidence >= rule.min_score)
-                    if not mask.any():
-                        continue
-                    key = (camera_id, label)
+                candidates: list[tuple[Track, str]] = []
+                for track in tracks:
+                    zone = self._qualifies(rule, camera_id, track, where[track.id], width, height, now)
+                    if zone is not None:
+                        candidates.append((track, zone))
+                for track, zone in sorted(candidates, key=lambda c: -c[0].score):
+                    key = (camera_id, track.label)
                     last = self._last.get(key)
                     if last is not None and now - last < rule.cooldown_s:
                         continue
-                    index = int(np.flatnonzero(mask)[np.argmax(detections.confidence[mask])])
-                    box = detections.xyxy[index]
                     self._last[key] = now
+                    self._fired.add((camera_id, track.id, rule.name))
                     triggers.append(
                         Trigger(
-                            rule=rule.name,
-                            camera_id=camera_id,
-                            label=label,
-                            score=float(detections.confidence[index]),
-                            bbox=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                            index=index,
+                            rule.name, camera_id, track.label, track.score, track.box, track.id, zone or None
                         )
                     )
         return triggers
+
+    def _qualifies(
+        self,
+        rule: Rule,
+        camera_id: str,
+        track: Track,
+        inside: dict[str, float],
+        width: int,
+        height: int,
+        now: float,
+    ) -> str | None:
+        """None, or the zone name ("" without zones) that lets this track raise this rule's alert."""
+        if track.label not in rule.labels or track.score < rule.min_score or track.hits < rule.min_hits:
+            return None
+        if track.stationary or (camera_id, track.id, rule.name) in self._fired:
+            return None
+        x0, y0, x1, y1 = track.box
+        if rule.min_area and (x1 - x0) * (y1 - y0) < rule.min_area * width * height:
+            return None
+        names = sorted(rule.zones) if rule.zones is not None else [""]
+        for name in names:
+            entered = inside.get(name)
+            if entered is not None and now - entered >= rule.dwell_s:
+                return name
+        return None
+
+    def _zones_of(
+        self, camera_id: str, track: Track, zones: Mapping[str, Zone], width: int, height: int, now: float
+    ) -> dict[str, float]:
+        """Zone name -> when this track entered it ("" is the whole view); leaving a zone resets its time."""
+        inside: dict[str, float] = {}
+        for name in ["", *zones]:
+            key = (camera_id, track.id, name)
+            if name == "" or zones[name].contains_box(track.box, width, height):
+                inside[name] = self._entered.setdefault(key, track.first_seen if name == "" else now)
+            else:
+                self._entered.pop(key, None)
+        return inside
+
+    def _forget(self, camera_id: str, live: set[int]) -> None:
+        for key in [k for k in self._entered if k[0] == camera_id and k[1] not in live]:
+            del self._entered[key]
+        for key in [k for k in self._fired if k[0] == camera_id and k[1] not in live]:
+            self._fired.discard(key)

@@ -20,6 +20,7 @@ from alerts.pipeline import AlertPipeline, CameraPlace
 from alerts.rules import Rule, RuleEngine
 from detect.loop import Detector, DetectorLoop
 from detect.motion import MotionGate
+from detect.zones import Zone
 from gridwatch.api import AppState, create_app
 from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
@@ -169,6 +170,10 @@ class Runtime:
                 min_score=r.min_score,
                 cooldown_s=r.cooldown_s,
                 cameras=frozenset(r.cameras) if r.cameras else None,
+                zones=frozenset(r.zones) if r.zones else None,
+                min_area=r.min_area,
+                dwell_s=r.dwell_s,
+                min_hits=r.min_hits,
             )
             for r in s.rules
         )
@@ -181,6 +186,8 @@ class Runtime:
             request_clip=self._request_clip,
             pre_roll_s=s.clips.pre_roll_s,
             post_roll_s=s.clips.post_roll_s,
+            zones={c.id: {z.name: Zone(z.name, tuple(z.polygon)) for z in c.zones} for c in s.cameras},
+            masks={c.id: [Zone(f"mask-{i}", tuple(m)) for i, m in enumerate(c.masks)] for c in s.cameras},
         )
         self._stack.callback(self.pipeline.close)
         self.loop = DetectorLoop(

@@ -114,6 +114,13 @@ class RuleSettings(Section):
     min_score: float = Field(0.5, gt=0, le=1, description="Minimum detection score")
     cooldown_s: float = Field(60.0, ge=0, description="Quiet time per camera and label after an alert")
     cameras: list[str] | None = Field(None, description="Camera ids this rule applies to; empty: all")
+    zones: list[str] | None = Field(
+        None,
+        description="Zone names: the object must stand (box bottom centre) in one of them; empty: anywhere",
+    )
+    min_area: float = Field(0.0, ge=0, lt=1, description="Smallest box, as a fraction of the frame area")
+    dwell_s: float = Field(0.0, ge=0, description="Seconds the object must stay in the zone (loitering)")
+    min_hits: int = Field(2, ge=1, le=100, description="Detections of the same object before it may alert")
 
 
 class VillageSettings(Section):
@@ -125,6 +132,24 @@ class GridSettings(Section):
     id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable grid id")
     name: str = Field(..., min_length=1, description="Display name")
     village: str = Field(..., description="Village id this grid belongs to")
+
+
+Point = tuple[float, float]
+
+
+class ZoneSettings(Section):
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Zone name used by rules")
+    polygon: list[Point] = Field(
+        ..., min_length=3, description="Points [x, y] in 0..1 of the frame width and height"
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _inside_frame(cls, points: list[Point]) -> list[Point]:
+        for x, y in points:
+            if not (0 <= x <= 1 and 0 <= y <= 1):
+                raise ValueError(f"point [{x}, {y}] is outside the frame (coordinates go from 0 to 1)")
+        return points
 
 
 class CameraSettings(Section):
@@ -140,6 +165,10 @@ class CameraSettings(Section):
     )
     detect_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sent to the detectors")
     enabled: bool = Field(True, description="Pull this camera")
+    zones: list[ZoneSettings] = Field(default_factory=list, description="Named areas that rules can require")
+    masks: list[list[Point]] = Field(
+        default_factory=list, description="Polygons (0..1) where detections are ignored"
+    )
 
     @field_validator("url", "record_url")
     @classmethod
@@ -210,10 +239,19 @@ class Settings(Section):
                 if url.startswith(SIM_SCHEME) and url[len(SIM_SCHEME) :] not in mounts:
                     problems.append(f"camera {c.id!r} uses {url!r} but the simulator has no such camera")
         cameras = {c.id for c in self.cameras}
+        zone_names = {z.name for c in self.cameras for z in c.zones}
+        for c in self.cameras:
+            _unique(problems, f"zones of camera {c.id!r}", [z.name for z in c.zones])
+            for mask in c.masks:
+                if len(mask) < 3 or any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in mask):
+                    problems.append(f"camera {c.id!r}: a mask needs at least 3 points inside 0..1")
         for r in self.rules:
             for cam in r.cameras or []:
                 if cam not in cameras:
                     problems.append(f"rule {r.name!r} names unknown camera {cam!r}")
+            for zone in r.zones or []:
+                if zone not in zone_names:
+                    problems.append(f"rule {r.name!r} names zone {zone!r}, which no camera has")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -65,6 +65,7 @@ def test_bus_publish_to_dead_server_raises(tmp_path: Path) -> None:
 
 def _frame(camera: str = "cam1") -> Frame:
     image = np.zeros((240, 320, 3), np.uint8)
+    time.sleep(0.01)  # each frame a little later, as from a camera
     return Frame(camera, image, time_s=4.0, captured_at=time.time(), connection=1, seq=1)
 
 
@@ -95,9 +96,10 @@ def test_pipeline_stores_publishes_and_uploads_clip(
         pre_roll_s=2,
         post_roll_s=3,
     )
-    assert pipeline.handle(_frame(), _person(0.4)) == []
+    assert pipeline.handle(_frame(), _person(0.4)) == []  # below the rule's score
+    assert pipeline.handle(_frame(), _person(0.9)) == []  # the object is seen once only so far
     [alert_id] = pipeline.handle(_frame(), _person(0.9))
-    assert pipeline.handle(_frame(), _person(0.95)) == []  # cooldown
+    assert pipeline.handle(_frame(), _person(0.95)) == []  # the same object does not alert again
 
     record = db.get_alert(alert_id)
     assert record is not None and record.label == "person" and record.grid == "g1"
@@ -142,6 +144,7 @@ def test_pipeline_keeps_the_alert_when_the_clip_fails(
         pre_roll_s=2,
         post_roll_s=3,
     )
+    pipeline.handle(_frame(), _person(0.9))
     [alert_id] = pipeline.handle(_frame(), _person(0.9))
     requests[0].on_done(ClipResult(None, 0, 0, 0, None, None, error="camera disconnected"))
     pipeline.close()

@@ -1,38 +1,67 @@
 from __future__ import annotations
 
-import numpy as np
-
 from alerts.rules import Rule, RuleEngine
-from detect.detections import Detections
+from detect.tracker import Track
+from detect.zones import Zone
 
-NAMES = ("person", "car", "fire")
-
-
-def _dets(*items: tuple[str, float]) -> Detections:
-    return Detections(
-        xyxy=np.array([[10 * i, 10, 10 * i + 5, 20] for i in range(len(items))], np.float32).reshape(-1, 4),
-        confidence=np.array([s for _, s in items], np.float32),
-        class_id=np.array([NAMES.index(label) for label, _ in items], np.int32),
-        names=NAMES,
-    )
+SIZE = (800, 600)
 
 
-def test_best_detection_above_threshold_triggers_once_per_cooldown() -> None:
-    engine = RuleEngine([Rule("people", frozenset({"person"}), 0.5, cooldown_s=30)])
-    first = engine.evaluate("cam1", _dets(("person", 0.6), ("person", 0.9), ("car", 0.99)), now=100.0)
-    assert [(t.label, round(t.score, 2), t.index) for t in first] == [("person", 0.9, 1)]
-    assert engine.evaluate("cam1", _dets(("person", 0.95)), now=120.0) == []
-    assert len(engine.evaluate("cam2", _dets(("person", 0.95)), now=120.0)) == 1  # cooldown is per camera
-    assert len(engine.evaluate("cam1", _dets(("person", 0.95)), now=130.5)) == 1
+def _track(
+    tid: int, label: str = "person", score: float = 0.9, box=(100.0, 100.0, 160.0, 200.0), **kw
+) -> Track:  # type: ignore[no-untyped-def]
+    fields = {"first_seen": 0.0, "last_seen": 0.0, "hits": 3, "stationary": False} | kw
+    return Track(tid, label, box, score, **fields)
 
 
-def test_scores_below_threshold_and_other_cameras_do_not_trigger() -> None:
-    engine = RuleEngine([Rule("fire", frozenset({"fire"}), 0.4, 10, cameras=frozenset({"barn"}))])
-    assert engine.evaluate("barn", _dets(("fire", 0.39)), now=0) == []
-    assert engine.evaluate("gate", _dets(("fire", 0.9)), now=0) == []
-    assert [t.label for t in engine.evaluate("barn", _dets(("fire", 0.41)), now=0)] == ["fire"]
+def _rule(**kw) -> Rule:  # type: ignore[no-untyped-def]
+    fields = {"name": "people", "labels": frozenset({"person"}), "min_score": 0.5, "cooldown_s": 0.0} | kw
+    return Rule(**fields)
 
 
-def test_empty_detections() -> None:
-    engine = RuleEngine([Rule("people", frozenset({"person"}), 0.5, 30)])
-    assert engine.evaluate("cam", Detections.empty(NAMES), now=0) == []
+def test_one_alert_per_object_and_per_cooldown() -> None:
+    engine = RuleEngine([_rule(cooldown_s=30)])
+    first = engine.evaluate("cam1", [_track(1, score=0.6), _track(2, score=0.9)], SIZE, now=100.0)
+    assert [(t.track_id, round(t.score, 2)) for t in first] == [(2, 0.9)]
+    assert engine.evaluate("cam1", [_track(2), _track(3)], SIZE, now=120.0) == []  # cooldown: camera, label
+    assert len(engine.evaluate("cam2", [_track(1)], SIZE, now=120.0)) == 1
+    assert [t.track_id for t in engine.evaluate("cam1", [_track(2), _track(3)], SIZE, now=131.0)] == [3]
+
+
+def test_the_same_object_never_alerts_twice() -> None:
+    engine = RuleEngine([_rule()])
+    assert len(engine.evaluate("cam", [_track(7)], SIZE, now=0)) == 1
+    assert engine.evaluate("cam", [_track(7)], SIZE, now=500) == []
+
+
+def test_score_hits_label_camera_size_and_stationary_filters() -> None:
+    engine = RuleEngine([_rule(cameras=frozenset({"barn"}), min_area=0.01)])
+    assert engine.evaluate("barn", [_track(1, score=0.49)], SIZE, now=0) == []
+    assert engine.evaluate("barn", [_track(2, hits=1)], SIZE, now=0) == []  # not yet confirmed
+    assert engine.evaluate("barn", [_track(3, label="car")], SIZE, now=0) == []
+    assert engine.evaluate("gate", [_track(4)], SIZE, now=0) == []
+    assert engine.evaluate("barn", [_track(5, box=(0.0, 0.0, 20.0, 20.0))], SIZE, now=0) == []  # too small
+    assert engine.evaluate("barn", [_track(6, stationary=True)], SIZE, now=0) == []  # parked, a sign...
+    assert [t.track_id for t in engine.evaluate("barn", [_track(7)], SIZE, now=0)] == [7]
+
+
+def test_required_zone_and_dwell_time() -> None:
+    zones = {"gate": Zone("gate", ((0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)))}
+    engine = RuleEngine([_rule(zones=frozenset({"gate"}), dwell_s=10)])
+    outside = (100.0, 100.0, 140.0, 200.0)
+    inside = (600.0, 300.0, 640.0, 500.0)
+    assert engine.evaluate("cam", [_track(1, box=outside)], SIZE, now=0, zones=zones) == []
+    assert engine.evaluate("cam", [_track(1, box=inside)], SIZE, now=5, zones=zones) == []  # entered at 5
+    assert engine.evaluate("cam", [_track(1, box=inside)], SIZE, now=14, zones=zones) == []
+    [trigger] = engine.evaluate("cam", [_track(1, box=inside)], SIZE, now=15.5, zones=zones)
+    assert trigger.zone == "gate"
+    # leaving the zone resets the dwell clock
+    engine2 = RuleEngine([_rule(zones=frozenset({"gate"}), dwell_s=10)])
+    engine2.evaluate("cam", [_track(2, box=inside)], SIZE, now=0, zones=zones)
+    engine2.evaluate("cam", [_track(2, box=outside)], SIZE, now=8, zones=zones)
+    assert engine2.evaluate("cam", [_track(2, box=inside)], SIZE, now=12, zones=zones) == []
+    assert len(engine2.evaluate("cam", [_track(2, box=inside)], SIZE, now=22, zones=zones)) == 1
+
+
+def test_no_tracks() -> None:
+    assert RuleEngine([_rule()]).evaluate("cam", [], SIZE, now=0) == []

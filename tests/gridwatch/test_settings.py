@@ -92,3 +92,24 @@ def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, "cameras: [\n"), environ={})
     with pytest.raises(ConfigError, match="cannot read config"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_zones_masks_and_rule_references(tmp_path: Path) -> None:
+    zoned = BASE.replace(
+        "    url: rtsp://admin:SuperSecret9@10.0.0.9/ch1\n",
+        "    url: rtsp://admin:SuperSecret9@10.0.0.9/ch1\n"
+        "    zones:\n      - {name: gate, polygon: [[0.5, 0.5], [1, 0.5], [1, 1]]}\n"
+        "    masks:\n      - [[0, 0], [0.2, 0], [0.2, 0.2]]\n",
+    ).replace(
+        "  - {name: people, labels: [person]}",
+        "  - {name: people, labels: [person], zones: [gate], dwell_s: 5}",
+    )
+    settings = load_settings(_write(tmp_path, zoned), environ={})
+    assert settings.cameras[0].zones[0].polygon[1] == (1.0, 0.5)
+    assert settings.rules[0].zones == ["gate"] and settings.rules[0].dwell_s == 5
+    with pytest.raises(
+        ConfigError, match=r"cameras\[0\]\.zones\[0\]\.polygon \(line 12\).*outside the frame"
+    ):
+        load_settings(_write(tmp_path, zoned.replace("[1, 0.5]", "[1.5, 0.5]")), environ={})
+    with pytest.raises(ConfigError, match="names zone 'yard', which no camera has"):
+        load_settings(_write(tmp_path, zoned.replace("zones: [gate]", "zones: [yard]")), environ={})

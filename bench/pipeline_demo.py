@@ -14,12 +14,17 @@ import json
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from gridwatch.runtime import Runtime
-from gridwatch.settings import load_settings
+# Run as a script, bench/ comes first on sys.path, and bench/ingest.py would shadow the `ingest` package.
+BENCH = Path(__file__).resolve().parent
+sys.path[:] = [str(BENCH.parent), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+
+from gridwatch.runtime import Runtime  # noqa: E402
+from gridwatch.settings import load_settings  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +44,7 @@ def main() -> None:
         print(f"warming up {args.warmup:.0f} s ...", flush=True)
         time.sleep(args.warmup)
         before = {
-            cid: (s.stats.packets, s.stats.frames_decoded, s.stats.frames_sampled)
+            cid: (s.detect.packets, s.detect.frames_decoded, s.detect.frames_sampled)
             for cid, s in runtime.sources.items()
         }
         assert runtime.loop is not None
@@ -55,18 +60,21 @@ def main() -> None:
         for cid, source in runtime.sources.items():
             p0, d0, s0 = before[cid]
             cameras[cid] = {
-                "packets_per_s": round((source.stats.packets - p0) / wall, 2),
-                "decoded_fps": round((source.stats.frames_decoded - d0) / wall, 2),
-                "sampled_fps": round((source.stats.frames_sampled - s0) / wall, 2),
-                "resolution": f"{source.stats.width}x{source.stats.height}",
+                "packets_per_s": round((source.detect.packets - p0) / wall, 2),
+                "decoded_fps": round((source.detect.frames_decoded - d0) / wall, 2),
+                "sampled_fps": round((source.detect.frames_sampled - s0) / wall, 2),
+                "resolution": f"{source.detect.width}x{source.detect.height}",
+                "decode_mode_at_end": source.detect.decode_mode,
             }
         frames = runtime.loop.stats.frames - loop_before[0]
+        skipped = runtime.loop.stats.skipped_still
         busy = runtime.loop.stats.busy_s - loop_before[1]
         result = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "seconds": round(wall, 1),
             "cameras": cameras,
             "detector_frames_per_s": round(frames / wall, 2),
+            "still_frames_skipped_total": skipped,
             "detector_ms_per_frame": round(1000 * busy / max(frames, 1), 1),
             "process_cpu_cores": round(cpu / wall, 3),
             "process_cpu_cores_per_camera": round(cpu / wall / max(len(cameras), 1), 3),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -78,9 +79,18 @@ def _person(score: float) -> Detections:
     )
 
 
-def test_pipeline_stores_publishes_and_uploads_clip(
+@dataclass
+class PipelineUnderTest:
+    pipeline: AlertPipeline
+    db: MetadataDB
+    store: ObjectStore
+    requests: list[tuple[str, ClipRequest]]
+
+
+@pytest.fixture()
+def under_test(
     bus: AlertBus, s3_server: S3Server, s3_keys: tuple[str, str], tmp_path: Path
-) -> None:
+) -> Iterator[PipelineUnderTest]:
     db = MetadataDB(f"sqlite:///{tmp_path / 'p.db'}")
     db.create_schema()
     store = ObjectStore(s3_server.endpoint, *s3_keys, bucket="pipeline-test")
@@ -96,6 +106,15 @@ def test_pipeline_stores_publishes_and_uploads_clip(
         pre_roll_s=2,
         post_roll_s=3,
     )
+    yield PipelineUnderTest(pipeline, db, store, requests)
+    pipeline.close()
+    db.close()
+
+
+def test_pipeline_stores_publishes_and_uploads_clip(
+    under_test: PipelineUnderTest, bus: AlertBus, tmp_path: Path
+) -> None:
+    pipeline, db, store, requests = under_test.pipeline, under_test.db, under_test.store, under_test.requests
     assert pipeline.handle(_frame(), _person(0.4)) == []  # below the rule's score
     assert pipeline.handle(_frame(), _person(0.9)) == []  # the object is seen once only so far
     [alert_id] = pipeline.handle(_frame(), _person(0.9))
@@ -123,33 +142,15 @@ def test_pipeline_stores_publishes_and_uploads_clip(
     )
     assert not clip.exists(), "the local clip is removed after a confirmed upload"
     assert [m.kind for _, m in bus.read_all()] == ["alert", "clip"]
-    db.close()
 
 
-def test_pipeline_keeps_the_alert_when_the_clip_fails(
-    bus: AlertBus, s3_server: S3Server, s3_keys: tuple[str, str], tmp_path: Path
-) -> None:
-    db = MetadataDB(f"sqlite:///{tmp_path / 'p.db'}")
-    db.create_schema()
-    store = ObjectStore(s3_server.endpoint, *s3_keys, bucket="pipeline-test")
-    store.ensure_bucket()
-    requests: list[ClipRequest] = []
-    pipeline = AlertPipeline(
-        rules=RuleEngine([Rule("people", frozenset({"person"}), 0.5, cooldown_s=60)]),
-        bus=bus,
-        db=db,
-        store=store,
-        places={"cam1": CameraPlace("v1", "g1")},
-        request_clip=lambda _cam, req: requests.append(req),
-        pre_roll_s=2,
-        post_roll_s=3,
-    )
+def test_pipeline_keeps_the_alert_when_the_clip_fails(under_test: PipelineUnderTest) -> None:
+    pipeline, db = under_test.pipeline, under_test.db
     pipeline.handle(_frame(), _person(0.9))
     [alert_id] = pipeline.handle(_frame(), _person(0.9))
-    requests[0].on_done(ClipResult(None, 0, 0, 0, None, None, error="camera disconnected"))
+    under_test.requests[0][1].on_done(ClipResult(None, 0, 0, 0, None, None, error="camera disconnected"))
     pipeline.close()
     record = db.get_alert(alert_id)
     assert (
         record is not None and record.clip_status == "failed" and record.clip_error == "camera disconnected"
     )
-    db.close()

@@ -11,13 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
-
 from alerts.bus import AlertBus, BusMessage
+from alerts.evaluator import FrameEvaluator
 from alerts.rules import RuleEngine, Trigger
 from detect.annotate import draw_detections, encode_jpeg
 from detect.detections import Detections
-from detect.tracker import Tracker
 from detect.zones import Zone
 from ingest.clip import ClipResult
 from ingest.frames import Frame
@@ -60,36 +58,14 @@ class AlertPipeline:
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s
         self._uploads = ThreadPoolExecutor(max_workers=upload_workers, thread_name_prefix="upload")
-        self.zones = zones or {}
-        self.masks = masks or {}
-        self._trackers: dict[str, Tracker] = {}
+        self.evaluator = FrameEvaluator(rules, zones, masks)
         self.alerts_created = 0
         self.alerts_by_label: Counter[str] = Counter()
 
     def handle(self, frame: Frame, detections: Detections) -> list[str]:
         """Track, evaluate the rules, return the ids of the alerts raised (called by the detector thread)."""
-        height, width = frame.image.shape[:2]
-        detections = self._unmasked(frame.camera_id, detections, width, height)
-        tracker = self._trackers.get(frame.camera_id)
-        if tracker is None:
-            tracker = self._trackers[frame.camera_id] = Tracker()
-        tracks = tracker.update(detections, now=frame.captured_at)
-        triggers = self.rules.evaluate(
-            frame.camera_id,
-            tracks,
-            (width, height),
-            now=frame.captured_at,
-            zones=self.zones.get(frame.camera_id),
-        )
+        detections, triggers = self.evaluator.evaluate(frame, detections)
         return [self._raise(frame, detections, trigger) for trigger in triggers]
-
-    def _unmasked(self, camera_id: str, detections: Detections, width: int, height: int) -> Detections:
-        """Drop detections standing in a mask (a flag that waves, a road outside the village)."""
-        masks = self.masks.get(camera_id)
-        if not masks or len(detections) == 0:
-            return detections
-        keep = [not any(m.contains_box(box, width, height) for m in masks) for box in detections.xyxy]
-        return detections.filter(np.array(keep, dtype=bool))
 
     def close(self, wait: bool = True) -> None:
         self._uploads.shutdown(wait=wait)

@@ -25,6 +25,7 @@ class Rule:
     min_area: float = 0.0  # box area as a fraction of the frame
     dwell_s: float = 0.0  # in the zone (or, without zones, in view) at least this long
     min_hits: int = 2  # frames the object was detected in before it can alert
+    min_flicker: float = 0.0  # fire confirmation: the box content must keep changing (see detect.flicker)
 
     def applies_to(self, camera_id: str) -> bool:
         return self.cameras is None or camera_id in self.cameras
@@ -62,9 +63,11 @@ class RuleEngine:
         frame_size: tuple[int, int],
         now: float,
         zones: Mapping[str, Zone] | None = None,
+        flicker: Mapping[int, float] | None = None,
     ) -> list[Trigger]:
         width, height = frame_size
         zones = zones or {}
+        flicker = flicker or {}
         triggers: list[Trigger] = []
         with self._lock:
             live = {t.id for t in tracks}
@@ -76,6 +79,8 @@ class RuleEngine:
                 candidates: list[tuple[Track, str]] = []
                 for track in tracks:
                     zone = self._qualifies(rule, camera_id, track, where[track.id], width, height, now)
+                    if zone is not None and flicker.get(track.id, 0.0) < rule.min_flicker:
+                        zone = None
                     if zone is not None:
                         candidates.append((track, zone))
                 for track, zone in sorted(candidates, key=lambda c: -c[0].score):

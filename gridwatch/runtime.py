@@ -174,6 +174,7 @@ class Runtime:
                 min_area=r.min_area,
                 dwell_s=r.dwell_s,
                 min_hits=r.min_hits,
+                min_flicker=r.min_flicker,
             )
             for r in s.rules
         )

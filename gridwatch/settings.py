@@ -121,6 +121,13 @@ class RuleSettings(Section):
     min_area: float = Field(0.0, ge=0, lt=1, description="Smallest box, as a fraction of the frame area")
     dwell_s: float = Field(0.0, ge=0, description="Seconds the object must stay in the zone (loitering)")
     min_hits: int = Field(2, ge=1, le=100, description="Detections of the same object before it may alert")
+    min_flicker: float = Field(
+        0.0,
+        ge=0,
+        le=255,
+        description="Fire confirmation: mean grey-level change (0-255) inside the object's box between its "
+        "detections; flames flicker, floodlights and glare do not (4 is a good start for fire and smoke)",
+    )
 
 
 class VillageSettings(Section):

@@ -103,7 +103,14 @@ def run(
                     "min_score": 0.5,
                     "cooldown_s": 3600,
                 },
-                {"name": "fire", "labels": ["fire", "smoke"], "min_score": 0.4, "cooldown_s": 3600},
+                {
+                    "name": "fire",
+                    "labels": ["fire", "smoke"],
+                    "min_score": 0.4,
+                    "min_hits": 3,
+                    "min_flicker": 4,
+                    "cooldown_s": 3600,
+                },
             ],
         }
     )

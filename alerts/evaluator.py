@@ -1,0 +1,61 @@
+"""From one frame's detections to the alerts it raises: masks, tracking, the flicker cue, the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from alerts.rules import RuleEngine, Trigger
+from detect.detections import Detections
+from detect.flicker import FlickerMeter
+from detect.tracker import Tracker
+from detect.zones import Zone
+from ingest.frames import Frame
+
+
+class FrameEvaluator:
+    """Per-camera state (a tracker and a flicker meter each); call it from one thread, the detector's."""
+
+    def __init__(
+        self,
+        rules: RuleEngine,
+        zones: Mapping[str, Mapping[str, Zone]] | None = None,
+        masks: Mapping[str, list[Zone]] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.zones = zones or {}
+        self.masks = masks or {}
+        # Any detection that some rule would accept may start a track; weaker ones only extend tracks.
+        self._start_score = min((r.min_score for r in rules.rules), default=0.5)
+        self._trackers: dict[str, Tracker] = {}
+        self._flicker: dict[str, FlickerMeter] = {}
+
+    def evaluate(self, frame: Frame, detections: Detections) -> tuple[Detections, list[Trigger]]:
+        """The detections that count (outside masks) and the triggers they raise."""
+        height, width = frame.image.shape[:2]
+        detections = self._unmasked(frame.camera_id, detections, width, height)
+        tracker = self._trackers.get(frame.camera_id)
+        if tracker is None:
+            tracker = self._trackers[frame.camera_id] = Tracker(high_score=self._start_score)
+        tracks = tracker.update(detections, now=frame.captured_at)
+        meter = self._flicker.setdefault(frame.camera_id, FlickerMeter())
+        seen = {t.id: t.box for t in tracks if t.last_seen == frame.captured_at}
+        flicker = meter.update(frame.image, seen, live={t.id for t in tracks})
+        triggers = self.rules.evaluate(
+            frame.camera_id,
+            tracks,
+            (width, height),
+            now=frame.captured_at,
+            zones=self.zones.get(frame.camera_id),
+            flicker=flicker,
+        )
+        return detections, triggers
+
+    def _unmasked(self, camera_id: str, detections: Detections, width: int, height: int) -> Detections:
+        """Drop detections standing in a mask (a flag that waves, a road outside the village)."""
+        masks = self.masks.get(camera_id)
+        if not masks or len(detections) == 0:
+            return detections
+        keep = [not any(m.contains_box(box, width, height) for m in masks) for box in detections.xyxy]
+        return detections.filter(np.array(keep, dtype=bool))

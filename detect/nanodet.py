@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect.backends.onnx_runtime import OnnxSession
+from detect.backends import Backend, open_session
 from detect.detections import Detections
 
 COCO_NAMES: tuple[str, ...] = (
@@ -51,9 +51,15 @@ class NanoDetDetector:
     source-frame pixels. `detect_batch` runs one inference call when the model has a dynamic batch."""
 
     def __init__(
-        self, model_path: Path, score_threshold: float = 0.35, nms_iou: float = 0.6, threads: int = 1
+        self,
+        model_path: Path,
+        score_threshold: float = 0.35,
+        nms_iou: float = 0.6,
+        threads: int = 1,
+        backend: Backend = "onnxruntime",
+        precision: str = "f32",
     ) -> None:
-        self.session = OnnxSession(model_path, threads=threads)
+        self.session = open_session(model_path, backend, threads=threads, precision=precision)
         self.names = COCO_NAMES
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou

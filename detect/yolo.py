@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect.backends.onnx_runtime import OnnxSession
+from detect.backends import Backend, open_session
 from detect.detections import Detections
 from detect.nanodet import per_class_nms
 
@@ -51,8 +51,10 @@ class YoloDetector:
         nms_iou: float = 0.45,
         threads: int = 1,
         names: tuple[str, ...] | None = None,
+        backend: Backend = "onnxruntime",
+        precision: str = "f32",
     ) -> None:
-        self.session = OnnxSession(model_path, threads=threads)
+        self.session = open_session(model_path, backend, threads=threads, precision=precision)
         meta = self.session.metadata
         resolved = names or names_from_metadata(meta)
         if resolved is None:

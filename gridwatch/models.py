@@ -30,10 +30,22 @@ def load_detectors(settings: ModelSettings) -> list[Detector]:
             f"model file(s) missing: {', '.join(missing)}; run `gridwatch models prepare` (or `make models`)"
         )
     detectors: list[Detector] = [
-        NanoDetDetector(paths["nanodet"], score_threshold=settings.objects_score, threads=settings.threads)
+        NanoDetDetector(
+            paths["nanodet"],
+            score_threshold=settings.objects_score,
+            threads=settings.threads,
+            backend=settings.objects_backend,
+            precision=settings.precision,
+        )
     ]
     if settings.fire_enabled:
         detectors.append(
-            YoloDetector(paths["fire"], score_threshold=settings.fire_score, threads=settings.threads)
+            YoloDetector(
+                paths["fire"],
+                score_threshold=settings.fire_score,
+                threads=settings.threads,
+                backend=settings.fire_backend,
+                precision=settings.precision,
+            )
         )
     return detectors

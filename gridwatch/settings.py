@@ -82,6 +82,15 @@ class ModelSettings(Section):
     objects_score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from the object detector")
     fire_score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from the fire/smoke detector")
     fire_enabled: bool = Field(True, description="Run the fire/smoke detector")
+    objects_backend: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="Inference backend of the object detector"
+    )
+    fire_backend: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="Inference backend of the fire/smoke detector"
+    )
+    precision: Literal["f32", "bf16"] = Field(
+        "f32", description="OpenVINO precision hint: bf16 is about twice as fast on CPUs that support it"
+    )
     batch_size: int = Field(4, ge=1, le=64, description="Frames of different cameras run in one model call")
     still_refresh_s: float = Field(
         10.0, gt=0, description="Run the detectors on a camera where nothing moves at least this often"

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from detect.backends import Backend, open_session
+from detect.batched import BatchedDetector
 from detect.detections import Detections
 
 COCO_NAMES: tuple[str, ...] = (
@@ -46,7 +47,7 @@ _CENTRES = {s: _centres(s) for s in STRIDES}
 _BINS = np.arange(REG_BINS, dtype=np.float32)
 
 
-class NanoDetDetector:
+class NanoDetDetector(BatchedDetector):
     """COCO object detector. Frames are resized (plain stretch, no letterbox) to 416x416; boxes come back in
     source-frame pixels. `detect_batch` runs one inference call when the model has a dynamic batch."""
 
@@ -85,14 +86,7 @@ class NanoDetDetector:
         resized = cv2.resize(frame_bgr, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
         return ((resized.astype(np.float32) - MEAN_BGR) / STD_BGR).transpose(2, 0, 1)
 
-    def detect(self, frame_bgr: np.ndarray) -> Detections:
-        return self.detect_batch([frame_bgr])[0]
-
-    def detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
-        if not frames:
-            return []
-        if not self.session.dynamic_batch and len(frames) > 1:
-            return [self.detect(f) for f in frames]
+    def _infer(self, frames: list[np.ndarray]) -> list[Detections]:
         outputs = self.session.run(np.stack([self.preprocess(f) for f in frames]))
         return [self._decode([o[b] for o in outputs], frames[b].shape[:2]) for b in range(len(frames))]
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from detect.backends import Backend, open_session
+from detect.batched import BatchedDetector
 from detect.detections import Detections
 from detect.nanodet import per_class_nms
 
@@ -43,7 +44,7 @@ def names_from_metadata(metadata: dict[str, str]) -> tuple[str, ...] | None:
     return tuple(str(n) for n in parsed)
 
 
-class YoloDetector:
+class YoloDetector(BatchedDetector):
     def __init__(
         self,
         model_path: Path,
@@ -74,14 +75,7 @@ class YoloDetector:
         chw = canvas[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
         return chw, scale, pad
 
-    def detect(self, frame_bgr: np.ndarray) -> Detections:
-        return self.detect_batch([frame_bgr])[0]
-
-    def detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
-        if not frames:
-            return []
-        if not self.session.dynamic_batch and len(frames) > 1:
-            return [self.detect(f) for f in frames]
+    def _infer(self, frames: list[np.ndarray]) -> list[Detections]:
         prepared = [self.preprocess(f) for f in frames]
         (output, *_) = self.session.run(np.stack([p[0] for p in prepared]))
         return [

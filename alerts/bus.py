@@ -16,7 +16,7 @@ class BusMessage:
     """What goes on the stream: flat string fields so any Redis client can read it."""
 
     alert_id: str
-    kind: str  # "alert" (new) or "clip" (its clip is stored)
+    kind: str  # "alert" (new), "clip" (its clip is stored) or "ended" (the object left or stopped being seen)
     camera_id: str
     village: str
     grid: str
@@ -26,6 +26,10 @@ class BusMessage:
     snapshot_key: str | None = None
     clip_key: str | None = None
     bbox: tuple[float, float, float, float] | None = None
+    frame_time: str | None = None  # ISO 8601 UTC: when the frame that raised the alert was received
+    ended_at: str | None = None  # kind "ended": when the object was last seen
+    duration_s: float | None = None  # kind "ended": first to last sighting of the object
+    best_score: float | None = None  # kind "ended": the best score over the object's whole event
 
     def fields(self) -> dict[str, str]:
         out: dict[str, str] = {
@@ -44,6 +48,14 @@ class BusMessage:
             out["clip_key"] = self.clip_key
         if self.bbox is not None:
             out["bbox"] = json.dumps([round(v, 2) for v in self.bbox])
+        for name in ("frame_time", "ended_at"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
+        if self.duration_s is not None:
+            out["duration_s"] = f"{self.duration_s:.2f}"
+        if self.best_score is not None:
+            out["best_score"] = f"{self.best_score:.4f}"
         return out
 
     @classmethod
@@ -65,6 +77,10 @@ class BusMessage:
             snapshot_key=f.get("snapshot_key"),
             clip_key=f.get("clip_key"),
             bbox=bbox,  # type: ignore[arg-type]
+            frame_time=f.get("frame_time"),
+            ended_at=f.get("ended_at"),
+            duration_s=float(f["duration_s"]) if "duration_s" in f else None,
+            best_score=float(f["best_score"]) if "best_score" in f else None,
         )
 
 

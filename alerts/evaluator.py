@@ -9,7 +9,7 @@ import numpy as np
 from alerts.rules import RuleEngine, Trigger
 from detect.detections import Detections
 from detect.flicker import FlickerMeter
-from detect.tracker import Tracker
+from detect.tracker import Track, Tracker
 from detect.zones import Zone
 from ingest.frames import Frame
 
@@ -30,6 +30,8 @@ class FrameEvaluator:
         self._start_score = min((r.min_score for r in rules.rules), default=0.5)
         self._trackers: dict[str, Tracker] = {}
         self._flicker: dict[str, FlickerMeter] = {}
+        self.tracks: list[Track] = []  # the live tracks after the last `evaluate`
+        self.ended: list[Track] = []  # tracks that ended in the last `evaluate`
 
     def evaluate(self, frame: Frame, detections: Detections) -> tuple[Detections, list[Trigger]]:
         """The detections that count (outside masks) and the triggers they raise."""
@@ -38,7 +40,8 @@ class FrameEvaluator:
         tracker = self._trackers.get(frame.camera_id)
         if tracker is None:
             tracker = self._trackers[frame.camera_id] = Tracker(high_score=self._start_score)
-        tracks = tracker.update(detections, now=frame.captured_at)
+        tracks = tracker.update(detections, now=frame.captured_at, motion=_motion_boxes(frame, width, height))
+        self.tracks, self.ended = tracks, tracker.ended
         meter = self._flicker.setdefault(frame.camera_id, FlickerMeter())
         seen = {t.id: t.box for t in tracks if t.last_seen == frame.captured_at}
         flicker = meter.update(frame.image, seen, live={t.id for t in tracks})
@@ -59,3 +62,11 @@ class FrameEvaluator:
             return detections
         keep = [not any(m.contains_box(box, width, height) for m in masks) for box in detections.xyxy]
         return detections.filter(np.array(keep, dtype=bool))
+
+
+def _motion_boxes(frame: Frame, width: int, height: int) -> np.ndarray | None:
+    """Where the frame moved, in pixels; None when the motion function did not say where."""
+    if frame.regions:
+        scale = np.array([width, height, width, height], np.float32)
+        return np.array(frame.regions, np.float32).reshape(-1, 4) * scale
+    return None if frame.motion else np.zeros((0, 4), np.float32)

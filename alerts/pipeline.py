@@ -16,6 +16,7 @@ from alerts.evaluator import FrameEvaluator
 from alerts.rules import RuleEngine, Trigger
 from detect.annotate import draw_detections, encode_jpeg
 from detect.detections import Detections
+from detect.tracker import Track
 from detect.zones import Zone
 from ingest.clip import ClipResult
 from ingest.frames import Frame
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 class CameraPlace:
     village: str
     grid: str
+
+
+@dataclass(slots=True)
+class OpenEvent:
+    """An object that raised an alert and is still being tracked."""
+
+    message: BusMessage
+    best_score: float
+    last_seen: float
 
 
 class AlertPipeline:
@@ -61,11 +71,45 @@ class AlertPipeline:
         self.evaluator = FrameEvaluator(rules, zones, masks)
         self.alerts_created = 0
         self.alerts_by_label: Counter[str] = Counter()
+        self.events: dict[tuple[str, int], list[OpenEvent]] = {}  # (camera, track id) -> its alerts' events
 
     def handle(self, frame: Frame, detections: Detections) -> list[str]:
         """Track, evaluate the rules, return the ids of the alerts raised (called by the detector thread)."""
         detections, triggers = self.evaluator.evaluate(frame, detections)
-        return [self._raise(frame, detections, trigger) for trigger in triggers]
+        raised = [self._raise(frame, detections, trigger) for trigger in triggers]
+        self._follow_events(frame.camera_id)
+        return raised
+
+    def _follow_events(self, camera_id: str) -> None:
+        """Events start with their alert, follow their object's track, and end when the track does."""
+        for track in self.evaluator.tracks:
+            for event in self.events.get((camera_id, track.id), []):
+                event.best_score = max(event.best_score, track.score)
+                event.last_seen = track.last_seen
+        for track in self.evaluator.ended:
+            for event in self.events.pop((camera_id, track.id), []):
+                self._end_event(event, track)
+
+    def _end_event(self, event: OpenEvent, track: Track) -> None:
+        duration = track.last_seen - track.first_seen
+        log.info(
+            "alert %s: the %s left or stopped being seen after %.1f s",
+            event.message.alert_id,
+            track.label,
+            duration,
+        )
+        self._publish(
+            dataclasses.replace(
+                event.message,
+                kind="ended",
+                snapshot_key=None,
+                bbox=track.box,
+                frame_time=None,
+                ended_at=datetime.fromtimestamp(track.last_seen, UTC).isoformat(),
+                duration_s=duration,
+                best_score=max(event.best_score, track.score),
+            )
+        )
 
     def close(self, wait: bool = True) -> None:
         self._uploads.shutdown(wait=wait)
@@ -114,8 +158,11 @@ class AlertPipeline:
             created_at=created_at.isoformat(),
             snapshot_key=snapshot_key,
             bbox=trigger.bbox,
+            frame_time=datetime.fromtimestamp(frame.captured_at, UTC).isoformat(),
         )
         self._publish(message)
+        event = OpenEvent(message, trigger.score, frame.captured_at)
+        self.events.setdefault((frame.camera_id, trigger.track_id), []).append(event)
         self.request_clip(
             frame.camera_id,
             ClipRequest(
@@ -165,4 +212,4 @@ class AlertPipeline:
         result.path.unlink(missing_ok=True)
         self.db.set_clip(alert_id, key=key, status="stored", duration_s=result.duration_s)
         log.info("clip of alert %s stored: %s (%.1f s)", alert_id, key, result.duration_s)
-        self._publish(dataclasses.replace(message, kind="clip", clip_key=key, bbox=None))
+        self._publish(dataclasses.replace(message, kind="clip", clip_key=key, bbox=None, frame_time=None))

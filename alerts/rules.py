@@ -1,14 +1,19 @@
 """Alert rules over tracked objects: labels, score, size, required zones, dwell time, cooldown.
 
 An object (a track) raises at most one alert per rule; a camera raises at most one alert per label per
-cooldown; objects that have stood still (parked cars, signs) never raise one.
+cooldown; objects that have stood still (parked cars, signs) or never moved since the camera started never
+raise one. Scores and sizes can be set
+per label in a rule and per camera and label (`LabelThreshold`); the stricter bar wins. `window` turns
+`min_hits` into "k of the last n detector runs" (fire and smoke confirmation); once an object has alerted,
+its event lasts while its track does, which the tracker keeps alive on weaker detections (hysteresis).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from detect.tracker import Track
 from detect.zones import Zone
@@ -26,9 +31,26 @@ class Rule:
     dwell_s: float = 0.0  # in the zone (or, without zones, in view) at least this long
     min_hits: int = 2  # frames the object was detected in before it can alert
     min_flicker: float = 0.0  # fire confirmation: the box content must keep changing (see detect.flicker)
+    window: int = 0  # k of n: min_hits detections within the camera's last `window` detector runs; 0: ever
+    label_min_score: Mapping[str, float] = field(default_factory=dict)  # per label, instead of min_score
+    label_min_area: Mapping[str, float] = field(default_factory=dict)  # per label, instead of min_area
 
     def applies_to(self, camera_id: str) -> bool:
         return self.cameras is None or camera_id in self.cameras
+
+    def score_for(self, label: str) -> float:
+        return self.label_min_score.get(label, self.min_score)
+
+    def area_for(self, label: str) -> float:
+        return self.label_min_area.get(label, self.min_area)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelThreshold:
+    """A camera's own bar for one label (a camera facing a busy road may want cars only when large)."""
+
+    min_score: float = 0.0
+    min_area: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +69,15 @@ class Trigger:
 class RuleEngine:
     """Evaluates the tracks of a frame against the rules; thread-safe; clock: the caller's `now` (seconds)."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        camera_thresholds: Mapping[str, Mapping[str, LabelThreshold]] | None = None,
+    ) -> None:
         self.rules = tuple(rules)
+        self.camera_thresholds = camera_thresholds or {}
+        self._window = max((r.window for r in self.rules), default=0)
+        self._seen: dict[tuple[str, int], deque[bool]] = {}  # (camera, track id) -> detected per run
         self._last: dict[tuple[str, str], float] = {}
         self._fired: set[tuple[str, int, str]] = set()  # (camera, track id, rule)
         self._entered: dict[
@@ -72,6 +101,7 @@ class RuleEngine:
         with self._lock:
             live = {t.id for t in tracks}
             self._forget(camera_id, live)
+            self._remember_hits(camera_id, tracks, now)
             where = {t.id: self._zones_of(camera_id, t, zones, width, height, now) for t in tracks}
             for rule in self.rules:
                 if not rule.applies_to(camera_id):
@@ -108,12 +138,18 @@ class RuleEngine:
         now: float,
     ) -> str | None:
         """None, or the zone name ("" without zones) that lets this track raise this rule's alert."""
-        if track.label not in rule.labels or track.score < rule.min_score or track.hits < rule.min_hits:
+        if track.label not in rule.labels:
             return None
-        if track.stationary or (camera_id, track.id, rule.name) in self._fired:
+        own = self.camera_thresholds.get(camera_id, {}).get(track.label, LabelThreshold())
+        if track.score < max(rule.score_for(track.label), own.min_score):
+            return None
+        if self._hits(rule, camera_id, track) < rule.min_hits:
+            return None
+        if track.stationary or not track.moved or (camera_id, track.id, rule.name) in self._fired:
             return None
         x0, y0, x1, y1 = track.box
-        if rule.min_area and (x1 - x0) * (y1 - y0) < rule.min_area * width * height:
+        min_area = max(rule.area_for(track.label), own.min_area)
+        if min_area and (x1 - x0) * (y1 - y0) < min_area * width * height:
             return None
         names = sorted(rule.zones) if rule.zones is not None else [""]
         for name in names:
@@ -135,7 +171,22 @@ class RuleEngine:
                 self._entered.pop(key, None)
         return inside
 
+    def _remember_hits(self, camera_id: str, tracks: list[Track], now: float) -> None:
+        if not self._window:
+            return
+        for track in tracks:
+            seen = self._seen.setdefault((camera_id, track.id), deque(maxlen=self._window))
+            seen.append(track.last_seen == now)
+
+    def _hits(self, rule: Rule, camera_id: str, track: Track) -> int:
+        if not rule.window:
+            return track.hits
+        seen = list(self._seen.get((camera_id, track.id), ()))
+        return sum(seen[-rule.window :])
+
     def _forget(self, camera_id: str, live: set[int]) -> None:
+        for seen_key in [k for k in self._seen if k[0] == camera_id and k[1] not in live]:
+            del self._seen[seen_key]
         for key in [k for k in self._entered if k[0] == camera_id and k[1] not in live]:
             del self._entered[key]
         for key in [k for k in self._fired if k[0] == camera_id and k[1] not in live]:

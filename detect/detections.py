@@ -16,12 +16,15 @@ class Detections:
     """N detections in source-frame pixel coordinates.
 
     xyxy: (N, 4) float32 boxes; confidence: (N,) float32; class_id: (N,) int32 indices into `names`.
+    coverage: the pixel rectangles the detectors looked at when they ran on region crops; empty: the whole
+    frame. Objects outside it were not looked for (the tracker does not count them as missed).
     """
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
     names: tuple[str, ...]
+    coverage: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.confidence)
@@ -48,11 +51,16 @@ class Detections:
         return [self.names[i] for i in self.class_id]
 
     def filter(self, mask: np.ndarray) -> Detections:
-        return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.names)
+        return Detections(
+            self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.names, self.coverage
+        )
 
     @staticmethod
     def merge(parts: list[Detections]) -> Detections:
-        """Concatenate detections of several models; labels are kept by remapping onto one name table."""
+        """Concatenate detections of several models; labels are kept by remapping onto one name table.
+
+        The coverage is the union of the parts' crops, or the whole frame if any part ran on the whole frame.
+        """
         names: list[str] = []
         for part in parts:
             for name in part.names:
@@ -66,4 +74,5 @@ class Detections:
             confidence=np.concatenate([p.confidence for p in parts]).astype(np.float32),
             class_id=np.concatenate(remapped).astype(np.int32) if remapped else np.zeros(0, np.int32),
             names=tuple(names),
+            coverage=tuple(r for p in parts for r in p.coverage) if all(p.coverage for p in parts) else (),
         )

@@ -1,17 +1,20 @@
-"""The detector thread: takes the newest frame of each camera in turn and runs every model on it."""
+"""The detector thread: takes the newest frame of each camera and runs every model on a batch of them."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from detect.crops import CropPolicy, Rect, plan_crops
 from detect.detections import Detections
+from detect.nanodet import per_class_nms
 from ingest.frames import Frame, FrameSlot
 
 log = logging.getLogger(__name__)
@@ -32,15 +35,29 @@ class LoopStats:
     skipped_still: int = 0  # frames not run because nothing moved and the refresh was not due
     errors: int = 0
     busy_s: float = 0.0
+    model_inputs: int = 0  # images given to the models: whole frames plus crops, summed over models
+    crop_inputs: int = 0  # of which crops
     last_latency_s: float = 0.0
+    # Capture (packet arrival) to detections ready, for the most recent frames.
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+
+
+def input_size(detector: object) -> int | None:
+    """The model's square input side, if the detector says (region crops need it)."""
+    size = getattr(detector, "input_size", None) or getattr(detector, "imgsz", None)
+    return int(size) if size else None
 
 
 class DetectorLoop(threading.Thread):
     """One detector thread for many cameras.
 
-    Each turn takes the newest frame of every camera (newest wins in the slots), drops frames of still
-    cameras unless their periodic refresh is due (so parked cars and other stationary things stay known),
-    and runs every model once on a batch of up to `max_batch` frames.
+    Each turn takes the newest frame of every camera (newest wins in the slots; the slots count the frames
+    dropped), drops frames of still cameras unless their periodic refresh is due (so parked cars and other
+    stationary things stay known), waits up to `batch_timeout_s` for more cameras to fill a batch of
+    `max_batch`, and runs every model once per batch. With a `crops` policy, frames whose motion lies in
+    small regions are run as crops around them (small, far objects reach the model larger); every camera
+    still gets a whole-frame run at least every `refresh_s`. `clock` (seconds) drives the refresh logic, so
+    offline evaluations can run on stream time.
     """
 
     def __init__(
@@ -48,9 +65,12 @@ class DetectorLoop(threading.Thread):
         slots: Mapping[str, FrameSlot],
         detectors: list[Detector],
         on_result: Callable[[Frame, Detections], object],
-        idle_wait_s: float = 0.02,
+        idle_wait_s: float = 0.5,
         max_batch: int = 4,
         refresh_s: float = 10.0,
+        batch_timeout_s: float = 0.0,
+        crops: CropPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="detector", daemon=True)
         self.slots = slots
@@ -59,29 +79,62 @@ class DetectorLoop(threading.Thread):
         self.idle_wait_s = idle_wait_s
         self.max_batch = max_batch
         self.refresh_s = refresh_s
+        self.batch_timeout_s = batch_timeout_s
+        self.crops = crops
+        self.clock = clock
         self.stats = LoopStats()
         self._last_run: dict[str, float] = {}
+        self._last_whole: dict[str, float] = {}
         self._stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._listening: set[int] = set()
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced in their slot before the detector took them (all cameras)."""
+        return sum(slot.dropped for slot in list(self.slots.values()))
 
     def stop(self) -> None:
         self._stop_event.set()
+        self._wake.set()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
+            self._wake.clear()
             batch = self.collect()
             if not batch:
-                self._stop_event.wait(self.idle_wait_s)
+                self._wake.wait(self.idle_wait_s)
                 continue
+            if len(batch) < self.max_batch and self.batch_timeout_s > 0:
+                batch = self._fill(batch)
             for start in range(0, len(batch), self.max_batch):
                 self.process_batch(batch[start : start + self.max_batch])
                 if self._stop_event.is_set():
                     return
 
+    def _fill(self, batch: list[Frame]) -> list[Frame]:
+        """Wait up to the batch timeout for other cameras' frames (a newer frame of a camera replaces its
+        older one)."""
+        by_camera = {f.camera_id: f for f in batch}
+        deadline = time.monotonic() + self.batch_timeout_s
+        while len(by_camera) < self.max_batch and not self._stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(left)
+            self._wake.clear()
+            for frame in self.collect():
+                by_camera[frame.camera_id] = frame
+        return list(by_camera.values())
+
     def collect(self) -> list[Frame]:
         """The frames worth running now: one per camera, still cameras only when their refresh is due."""
-        now = time.monotonic()
+        now = self.clock()
         frames: list[Frame] = []
         for camera_id, slot in list(self.slots.items()):
+            if id(slot) not in self._listening:
+                slot.listen(self._wake)
+                self._listening.add(id(slot))
             frame = slot.take()
             if frame is None:
                 continue
@@ -97,22 +150,73 @@ class DetectorLoop(threading.Thread):
 
     def process_batch(self, frames: list[Frame]) -> list[Detections]:
         started = time.perf_counter()
-        images = [f.image for f in frames]
+        now = self.clock()
+        whole = [self._whole_frame_due(f, now) for f in frames]
         try:
-            per_model = [d.detect_batch(images) for d in self.detectors]
+            per_model = [self._run_model(d, frames, whole) for d in self.detectors]
         except Exception:
             self.stats.errors += 1
             log.exception("detector failed on frames of %s", ", ".join(f.camera_id for f in frames))
             return [Detections.empty(()) for _ in frames]
         results = [Detections.merge([model[i] for model in per_model]) for i in range(len(frames))]
+        for i, frame in enumerate(frames):
+            if not any(model[i].coverage for model in per_model):
+                self._last_whole[frame.camera_id] = now
         self.stats.frames += len(frames)
         self.stats.batches += 1
         self.stats.busy_s += time.perf_counter() - started
-        now = time.time()
+        wall = time.time()
         for frame, detections in zip(frames, results, strict=True):
-            self.stats.last_latency_s = now - frame.captured_at
+            self.stats.last_latency_s = wall - frame.captured_at
+            self.stats.latencies_s.append(self.stats.last_latency_s)
             try:
                 self.on_result(frame, detections)
             except Exception:
                 log.exception("alert handling failed for camera %s", frame.camera_id)
         return results
+
+    def _whole_frame_due(self, frame: Frame, now: float) -> bool:
+        if self.crops is None or not frame.regions:
+            return True
+        return now - self._last_whole.get(frame.camera_id, -1e9) >= self.refresh_s
+
+    def _run_model(self, detector: Detector, frames: list[Frame], whole: list[bool]) -> list[Detections]:
+        """One model over the batch: each frame whole, or as crops around its motion regions."""
+        size = input_size(detector)
+        images: list[np.ndarray] = []
+        owners: list[tuple[int, Rect | None]] = []
+        for i, frame in enumerate(frames):
+            height, width = frame.image.shape[:2]
+            plan = None
+            if not whole[i] and size is not None and self.crops is not None:
+                plan = plan_crops(frame.regions, width, height, size, self.crops)
+            if plan is None:
+                images.append(frame.image)
+                owners.append((i, None))
+                continue
+            for rect in plan:
+                images.append(frame.image[rect[1] : rect[3], rect[0] : rect[2]])
+                owners.append((i, rect))
+        outputs: list[Detections] = []
+        for start in range(0, len(images), self.max_batch):
+            outputs += detector.detect_batch(images[start : start + self.max_batch])
+        self.stats.model_inputs += len(images)
+        self.stats.crop_inputs += sum(1 for _, crop in owners if crop is not None)
+        parts: list[list[tuple[Detections, Rect | None]]] = [[] for _ in frames]
+        for (i, crop), result in zip(owners, outputs, strict=True):
+            parts[i].append((result, crop))
+        return [_from_crops(p, detector.names) for p in parts]
+
+
+def _from_crops(parts: list[tuple[Detections, Rect | None]], names: tuple[str, ...]) -> Detections:
+    """One frame's detections: a whole-frame result as it is, crop results shifted back and de-duplicated
+    (crops may overlap) with per-class NMS."""
+    if len(parts) == 1 and parts[0][1] is None:
+        return parts[0][0]
+    rects = tuple(rect for _, rect in parts if rect is not None)
+    boxes = [d.xyxy + np.array([r[0], r[1], r[0], r[1]], np.float32) for d, r in parts if r is not None]
+    xyxy = np.concatenate(boxes).astype(np.float32).reshape(-1, 4)
+    conf = np.concatenate([d.confidence for d, _ in parts]).astype(np.float32)
+    cls = np.concatenate([d.class_id for d, _ in parts]).astype(np.int32)
+    keep = per_class_nms(xyxy, conf, cls, 0.5)
+    return Detections(xyxy[keep], conf[keep], cls[keep], names, coverage=rects)

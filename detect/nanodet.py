@@ -62,6 +62,7 @@ class NanoDetDetector(BatchedDetector):
     ) -> None:
         self.session = open_session(model_path, backend, threads=threads, precision=precision)
         self.names = COCO_NAMES
+        self.input_size = INPUT_SIZE
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self._heads = self._match_heads()

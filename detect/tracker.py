@@ -1,8 +1,10 @@
 """A small multi-object tracker: IoU association in two passes (ByteTrack's idea), as a pure step function.
 
 `update(detections, now)` returns the live tracks; `update(None, now)` on a frame that was not run only ages
-them. Tracks carry what the alert rules need: a stable id, first and last time seen, and whether the object
-has stayed put (a parked car, a sign) so it does not alert again and again.
+them. When the detections came from region crops (`Detections.coverage`), tracks outside the crops were not
+looked for, so they are not aged by that update. Tracks carry what the alert rules need: a stable id, first
+and last time seen, and whether the object has stayed put (a parked car, a sign) so it does not alert again
+and again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Track:
     last_seen: float
     hits: int
     stationary: bool
+    moved: bool = True  # its box overlapped a motion region at least once (False: scenery since start)
 
     @property
     def confirmed(self) -> bool:
@@ -40,12 +43,14 @@ class _State:
     first_seen: float
     last_seen: float
     hits: int = 1
+    moved: bool = False
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # centre px / s
     centres: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, x, y)
 
     def snapshot(self, stationary: bool) -> Track:
         x0, y0, x1, y1 = (float(v) for v in self.box)
         return Track(self.id, self.label, (x0, y0, x1, y1), self.score, self.first_seen, self.last_seen,
-                     self.hits, stationary)  # fmt: skip
+                     self.hits, stationary, self.moved)  # fmt: skip
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -70,6 +75,10 @@ class Tracker:
     the detector kept) only extend existing tracks, which keeps a track alive through a dip in confidence.
     A track that is not matched for `max_age_s` ends. A track is stationary when its centre moved less than
     `still_fraction` of its box diagonal over the last `still_after_s` seconds.
+
+    Detectors run at 1-2 frames a second here, where a walking person's boxes in two runs hardly overlap, so
+    a track is matched where it is predicted to be (constant velocity), and when no box overlaps the
+    prediction enough, to the nearest box of its label and size within `max_jump` of its diagonal.
     """
 
     def __init__(
@@ -79,8 +88,10 @@ class Tracker:
         max_age_s: float = 5.0,
         still_after_s: float = 30.0,
         still_fraction: float = 0.15,
+        max_jump: float = 0.6,
     ) -> None:
         self.iou_threshold = iou_threshold
+        self.max_jump = max_jump
         self.high_score = high_score
         self.max_age_s = max_age_s
         self.still_after_s = still_after_s
@@ -89,7 +100,11 @@ class Tracker:
         self._next_id = 1
         self.ended: list[Track] = []  # tracks that ended in the last update
 
-    def update(self, detections: Detections | None, now: float) -> list[Track]:
+    def update(
+        self, detections: Detections | None, now: float, motion: np.ndarray | None = None
+    ) -> list[Track]:
+        """`motion`: (M, 4) pixel boxes where the frame moved, empty if nothing did; None: not known (every
+        detected track counts as having moved)."""
         self.ended = []
         if detections is not None and len(detections):
             labels = detections.labels
@@ -99,9 +114,14 @@ class Tracker:
             self._associate(detections, labels, low, now)
             for i in unmatched_high:
                 self._start(detections, labels, i, now)
+        if detections is not None:
+            self._note_motion(motion, now)
+        coverage = detections.coverage if detections is not None else ()
         alive = []
         for track in self._tracks:
-            if now - track.last_seen > self.max_age_s:
+            if coverage and not _centre_in(track.box, coverage):
+                alive.append(track)  # not looked for in this frame
+            elif now - track.last_seen > self.max_age_s:
                 self.ended.append(track.snapshot(self._is_still(track)))
             else:
                 alive.append(track)
@@ -115,19 +135,51 @@ class Tracker:
             return []
         if not free:
             return [int(i) for i in index]
-        ious = iou_matrix(np.stack([t.box for t in free]), dets.xyxy[index])
+        ious = self._similarity(free, dets.xyxy[index], now)
         for ti, track in enumerate(free):
             for di, i in enumerate(index):
                 if labels[i] != track.label:
                     ious[ti, di] = 0.0
         matched_dets: set[int] = set()
-        while ious.size and ious.max() >= self.iou_threshold:
+        while ious.size and ious.max() > 0:
             row, col = (int(v) for v in np.unravel_index(int(np.argmax(ious)), ious.shape))
             self._extend(free[row], dets, int(index[col]), now)
             matched_dets.add(col)
             ious[row, :] = 0.0
             ious[:, col] = 0.0
         return [int(i) for col, i in enumerate(index) if col not in matched_dets]
+
+    def _similarity(self, tracks: list[_State], boxes: np.ndarray, now: float) -> np.ndarray:
+        """IoU with each track's predicted box where it reaches `iou_threshold`; below that, a nearness score
+        under the threshold (so overlaps are matched first); 0 where they cannot be the same object."""
+        predicted = np.stack([t.box + np.tile(t.velocity * (now - t.last_seen), 2) for t in tracks])
+        iou = iou_matrix(predicted, boxes)
+        centres_t = (predicted[:, :2] + predicted[:, 2:]) / 2
+        centres_d = (boxes[:, :2] + boxes[:, 2:]) / 2
+        diagonal = np.hypot(predicted[:, 2] - predicted[:, 0], predicted[:, 3] - predicted[:, 1])
+        jump = np.linalg.norm(centres_t[:, None, :] - centres_d[None, :, :], axis=2) / np.maximum(
+            diagonal[:, None], 1e-6
+        )
+        area_t = (predicted[:, 2] - predicted[:, 0]) * (predicted[:, 3] - predicted[:, 1])
+        area_d = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        ratio = area_d[None, :] / np.maximum(area_t[:, None], 1e-6)
+        near = (jump < self.max_jump) & (ratio > 0.4) & (ratio < 2.5)
+        fallback = np.where(near, self.iou_threshold * 0.99 * (1 - jump / self.max_jump), 0.0)
+        return np.where(iou >= self.iou_threshold, iou, np.maximum(fallback, 0.0)).astype(np.float32)
+
+    def _note_motion(self, motion: np.ndarray | None, now: float) -> None:
+        seen = [t for t in self._tracks if t.last_seen == now and not t.moved]
+        if not seen:
+            return
+        if motion is None:
+            for track in seen:
+                track.moved = True
+            return
+        if len(motion) == 0:
+            return
+        overlap = iou_matrix(np.stack([t.box for t in seen]), motion.astype(np.float32).reshape(-1, 4))
+        for track, row in zip(seen, overlap, strict=True):
+            track.moved = bool((row > 0).any())
 
     def _start(self, dets: Detections, labels: list[str], i: int, now: float) -> None:
         track = _State(self._next_id, labels[i], dets.xyxy[i].copy(), float(dets.confidence[i]), now, now)
@@ -136,6 +188,14 @@ class Tracker:
         self._tracks.append(track)
 
     def _extend(self, track: _State, dets: Detections, i: int, now: float) -> None:
+        dt = now - track.last_seen
+        if dt > 0:
+            old = (track.box[:2] + track.box[2:]) / 2
+            new = (dets.xyxy[i][:2] + dets.xyxy[i][2:]) / 2
+            seen = (new - old) / dt
+            track.velocity = (seen if track.hits == 1 else 0.5 * track.velocity + 0.5 * seen).astype(
+                np.float32
+            )
         track.box = dets.xyxy[i].copy()
         track.score = float(dets.confidence[i])
         track.last_seen = now
@@ -157,3 +217,8 @@ class Tracker:
         ys = [c[2] for c in track.centres]
         spread = float(np.hypot(max(xs) - min(xs), max(ys) - min(ys)))
         return spread < self.still_fraction * diagonal
+
+
+def _centre_in(box: np.ndarray, rects: tuple[tuple[int, int, int, int], ...]) -> bool:
+    cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+    return any(r[0] <= cx <= r[2] and r[1] <= cy <= r[3] for r in rects)

@@ -93,6 +93,27 @@ class RuntimeCollector(Collector):
                 "Capture to detection of the last frame",
                 value=loop.stats.last_latency_s,
             )
+            recent = sorted(loop.stats.latencies_s)
+            if recent:
+                quantiles = GaugeMetricFamily(
+                    "gridwatch_detector_latency_quantile_seconds",
+                    "Capture to detection over the last frames run (up to 2000)",
+                    labels=["quantile"],
+                )
+                for q in (0.5, 0.95, 0.99):
+                    quantiles.add_metric([str(q)], recent[min(len(recent) - 1, int(q * len(recent)))])
+                yield quantiles
+            yield CounterMetricFamily(
+                "gridwatch_detector_still_skipped",
+                "Frames of still cameras not run (refresh not due)",
+                value=loop.stats.skipped_still,
+            )
+            inputs = CounterMetricFamily(
+                "gridwatch_detector_model_inputs", "Images given to the models", labels=["kind"]
+            )
+            inputs.add_metric(["whole"], loop.stats.model_inputs - loop.stats.crop_inputs)
+            inputs.add_metric(["crop"], loop.stats.crop_inputs)
+            yield inputs
         alerts = CounterMetricFamily("gridwatch_alerts", "Alerts raised", labels=["label"])
         for label, count in sorted(self.alerts_by_label().items()):
             alerts.add_metric([label], count)

@@ -17,7 +17,8 @@ import uvicorn
 from alerts.bus import AlertBus
 from alerts.camera_status import CameraStatusPublisher
 from alerts.pipeline import AlertPipeline, CameraPlace
-from alerts.rules import Rule, RuleEngine
+from alerts.rules import LabelThreshold, Rule, RuleEngine
+from detect.crops import CropPolicy
 from detect.loop import Detector, DetectorLoop
 from detect.motion import MotionGate
 from detect.zones import Zone
@@ -158,12 +159,12 @@ class Runtime:
                 slot,
                 clip_dir=data_dir / "clips-tmp",
                 on_state=self._on_state,
-                motion=MotionGate().update,
+                motion=MotionGate(mask=[*camera.masks, *camera.motion_masks]),
             )
             self.slots[camera.id] = slot
             self.sources[camera.id] = source
 
-        rules = RuleEngine(
+        rule_list = [
             Rule(
                 name=r.name,
                 labels=frozenset(r.labels),
@@ -175,8 +176,19 @@ class Runtime:
                 dwell_s=r.dwell_s,
                 min_hits=r.min_hits,
                 min_flicker=r.min_flicker,
+                window=r.window,
+                label_min_score=dict(r.label_min_score),
+                label_min_area=dict(r.label_min_area),
             )
             for r in s.rules
+        ]
+        rules = RuleEngine(
+            rule_list,
+            camera_thresholds={
+                c.id: {label: LabelThreshold(t.min_score, t.min_area) for label, t in c.thresholds.items()}
+                for c in s.cameras
+                if c.thresholds
+            },
         )
         self.pipeline = AlertPipeline(
             rules=rules,
@@ -197,6 +209,8 @@ class Runtime:
             self.pipeline.handle,
             max_batch=s.models.batch_size,
             refresh_s=s.models.still_refresh_s,
+            batch_timeout_s=s.models.batch_timeout_s,
+            crops=CropPolicy(max_crops=s.models.max_crops) if s.models.region_crops else None,
         )
 
         for source in self.sources.values():

@@ -76,6 +76,60 @@ class ApiSettings(Section):
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
 
 
+CustomBackend = Literal["onnxruntime", "openvino", "ultralytics"]
+CUSTOM_SUFFIXES = {".onnx": "onnxruntime", ".pt": "ultralytics"}
+
+
+class CustomModelSettings(Section):
+    """A user's YOLOv8/YOLO11 detector, run after the built-in models; its class names become rule labels."""
+
+    path: Path = Field(
+        ...,
+        description="A .onnx (ultralytics export, no NMS) or .pt file, relative to the working directory",
+    )
+    backend: CustomBackend | None = Field(
+        None,
+        description="onnxruntime, openvino (for .onnx) or ultralytics (for .pt: slower, loads torch into the "
+        "process); empty: onnxruntime for .onnx, ultralytics for .pt",
+    )
+    score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from this model")
+    labels: list[str] | None = Field(
+        None, min_length=1, description="Class names to keep (others are dropped); empty: all"
+    )
+    names: list[str] | None = Field(
+        None, min_length=1, description="Class names in class order, replacing those stored in the model"
+    )
+    threads: int | None = Field(None, ge=1, le=64, description="Inference threads; empty: models.threads")
+
+    @model_validator(mode="after")
+    def _usable(self) -> CustomModelSettings:
+        suffix = self.path.suffix.lower()
+        if suffix not in CUSTOM_SUFFIXES:
+            raise ValueError(f"{self.path}: a custom model must be a .onnx or .pt file")
+        if suffix == ".pt" and self.resolved_backend != "ultralytics":
+            raise ValueError(
+                f"{self.path} is a PyTorch checkpoint: use backend ultralytics, or export it to ONNX "
+                "(`yolo export model=... format=onnx dynamic=True`) for onnxruntime or openvino"
+            )
+        if suffix == ".onnx" and self.resolved_backend == "ultralytics":
+            raise ValueError(f"{self.path}: an ONNX model runs on onnxruntime or openvino, not ultralytics")
+        if not self.path.is_file():
+            raise ValueError(f"custom model file {self.path} not found")
+        if self.names is not None and len(set(self.names)) != len(self.names):
+            raise ValueError(f"{self.path}: names must be unique")
+        if self.labels is not None and self.names is not None:
+            unknown = sorted(set(self.labels) - set(self.names))
+            if unknown:
+                raise ValueError(f"{self.path}: labels {unknown} are not among names {self.names}")
+        return self
+
+    @property
+    def resolved_backend(self) -> CustomBackend:
+        if self.backend is not None:
+            return self.backend
+        return "ultralytics" if self.path.suffix.lower() == ".pt" else "onnxruntime"
+
+
 class ModelSettings(Section):
     dir: Path = Field(Path(".cache/models"), description="Model cache filled by `gridwatch models prepare`")
     threads: int = Field(1, ge=1, le=64, description="Inference threads per model (intra-op)")
@@ -94,6 +148,22 @@ class ModelSettings(Section):
     batch_size: int = Field(4, ge=1, le=64, description="Frames of different cameras run in one model call")
     still_refresh_s: float = Field(
         10.0, gt=0, description="Run the detectors on a camera where nothing moves at least this often"
+    )
+    batch_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Wait this long for other cameras' frames to fill a batch (0: run what is there; "
+        "batching saves no time per frame on CPU, see docs/PERFORMANCE.md)",
+    )
+    region_crops: bool = Field(
+        True,
+        description="Run the object models on crops around small motion regions, where that makes small, "
+        "far objects reach the model larger (whole frame otherwise, and at least every still_refresh_s)",
+    )
+    max_crops: int = Field(2, ge=1, le=8, description="Crops per frame at most (each is one model input)")
+    custom: list[CustomModelSettings] = Field(
+        default_factory=list, description="Your own YOLOv8/YOLO11 detectors, run after the built-in models"
     )
 
 
@@ -130,6 +200,20 @@ class RuleSettings(Section):
     min_area: float = Field(0.0, ge=0, lt=1, description="Smallest box, as a fraction of the frame area")
     dwell_s: float = Field(0.0, ge=0, description="Seconds the object must stay in the zone (loitering)")
     min_hits: int = Field(2, ge=1, le=100, description="Detections of the same object before it may alert")
+    window: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="k of n: min_hits detections within the camera's last `window` detector runs "
+        "(fire/smoke confirmation); 0: min_hits detections since the object appeared",
+    )
+    label_min_score: dict[str, float] = Field(
+        default_factory=dict, description="Per-label minimum score, instead of min_score (e.g. {car: 0.7})"
+    )
+    label_min_area: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-label smallest box (fraction of the frame), instead of min_area",
+    )
     min_flicker: float = Field(
         0.0,
         ge=0,
@@ -137,6 +221,11 @@ class RuleSettings(Section):
         description="Fire confirmation: mean grey-level change (0-255) inside the object's box between its "
         "detections; flames flicker, floodlights and glare do not (4 is a good start for fire and smoke)",
     )
+
+
+class LabelThresholdSettings(Section):
+    min_score: float = Field(0.0, ge=0, le=1, description="This camera's minimum score for the label")
+    min_area: float = Field(0.0, ge=0, lt=1, description="This camera's smallest box (fraction of the frame)")
 
 
 class VillageSettings(Section):
@@ -183,7 +272,17 @@ class CameraSettings(Section):
     enabled: bool = Field(True, description="Pull this camera")
     zones: list[ZoneSettings] = Field(default_factory=list, description="Named areas that rules can require")
     masks: list[list[Point]] = Field(
-        default_factory=list, description="Polygons (0..1) where detections are ignored"
+        default_factory=list, description="Polygons (0..1) where detections and motion are ignored"
+    )
+    motion_masks: list[list[Point]] = Field(
+        default_factory=list,
+        description="Polygons (0..1) where motion is ignored (trees, flags, a busy road behind the area) "
+        "but detections still count",
+    )
+    thresholds: dict[str, LabelThresholdSettings] = Field(
+        default_factory=dict,
+        description="Per-label bars for this camera, {label: {min_score, min_area}}; the stricter of these "
+        "and the rule's applies",
     )
 
     @field_validator("url", "record_url")
@@ -258,7 +357,7 @@ class Settings(Section):
         zone_names = {z.name for c in self.cameras for z in c.zones}
         for c in self.cameras:
             _unique(problems, f"zones of camera {c.id!r}", [z.name for z in c.zones])
-            for mask in c.masks:
+            for mask in [*c.masks, *c.motion_masks]:
                 if len(mask) < 3 or any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in mask):
                     problems.append(f"camera {c.id!r}: a mask needs at least 3 points inside 0..1")
         for r in self.rules:
@@ -268,6 +367,17 @@ class Settings(Section):
             for zone in r.zones or []:
                 if zone not in zone_names:
                     problems.append(f"rule {r.name!r} names zone {zone!r}, which no camera has")
+            for label, value in [*r.label_min_score.items(), *r.label_min_area.items()]:
+                if label not in r.labels:
+                    problems.append(
+                        f"rule {r.name!r} sets a threshold for {label!r}, which is not in its labels"
+                    )
+                if not 0 <= value <= 1:
+                    problems.append(f"rule {r.name!r}: the threshold for {label!r} must be from 0 to 1")
+            if r.window and r.window < r.min_hits:
+                problems.append(
+                    f"rule {r.name!r}: window ({r.window}) must be at least min_hits ({r.min_hits})"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self

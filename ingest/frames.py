@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+@dataclass(frozen=True, slots=True)
+class MotionResult:
+    """What a camera's motion function saw: whether anything moved, and where (normalised 0..1 boxes)."""
+
+    moving: bool
+    regions: tuple[Box, ...] = ()
+
+
+# Handed in by the worker (ingest never imports detect); a plain bool means "moved, region unknown".
+MotionFunction = Callable[[np.ndarray], "bool | MotionResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +34,7 @@ class Frame:
     connection: int
     seq: int
     motion: bool = True  # False: the camera's motion function saw nothing move (True when there is none)
+    regions: tuple[Box, ...] = ()  # where it moved, normalised (0..1) boxes; empty: unknown or nothing
 
 
 class FrameSlot:
@@ -27,8 +43,15 @@ class FrameSlot:
     def __init__(self) -> None:
         self._frame: Frame | None = None
         self._cond = threading.Condition()
+        self._listeners: list[threading.Event] = []
         self.dropped = 0
         self.delivered = 0
+
+    def listen(self, event: threading.Event) -> None:
+        """Set `event` whenever a frame is put (one detector waits on one event for all its cameras)."""
+        with self._cond:
+            if event not in self._listeners:
+                self._listeners.append(event)
 
     def put(self, frame: Frame) -> None:
         with self._cond:
@@ -36,6 +59,8 @@ class FrameSlot:
                 self.dropped += 1
             self._frame = frame
             self._cond.notify_all()
+            for event in self._listeners:
+                event.set()
 
     def take(self) -> Frame | None:
         """The pending frame, if any, without waiting."""

@@ -26,19 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 
 from ingest.clip import ClipResult, ClipWriter
 from ingest.errors import ErrorKind, classify_open_error, describe_error, url_secrets
-from ingest.frames import Frame, FrameSlot
+from ingest.frames import Frame, FrameSlot, MotionFunction, MotionResult
 from ingest.health import RateMeter, StreamHealth
 from ingest.ring import PacketRing, RingPacket
 from ingest.state import StateChange, StateMachine, StreamState
 from ingest.urls import PROTOCOL_WHITELIST, redact_text, validate_camera_url
 
 log = logging.getLogger(__name__)
-
-MotionFunction = Callable[[np.ndarray], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,13 +361,18 @@ class StreamLoop(threading.Thread):
                 next_sample = max(next_sample + interval, frame_time)
                 image = frame.to_ndarray(format="bgr24")
                 self.width, self.height = frame.width, frame.height
-                moving = self.motion(image) if self.motion is not None else True
+                seen = self.motion(image) if self.motion is not None else True
+                moving, regions = (
+                    (seen.moving, seen.regions) if isinstance(seen, MotionResult) else (seen, ())
+                )
                 if moving and self.motion is not None:
                     self.hold_active(cfg.active_hold_s)
                 self._seq += 1
                 self.frames_sampled += 1
                 assert self.slot is not None
-                self.slot.put(Frame(cfg.camera_id, image, frame_time, wall, conn.number, self._seq, moving))
+                self.slot.put(
+                    Frame(cfg.camera_id, image, frame_time, wall, conn.number, self._seq, moving, regions)
+                )
 
     def _switch_decode(self, conn: _Connection, codec: Any, wanted: str, current: RingPacket) -> str:
         if wanted == "keyframes":

@@ -154,3 +154,20 @@ def test_pipeline_keeps_the_alert_when_the_clip_fails(under_test: PipelineUnderT
     assert (
         record is not None and record.clip_status == "failed" and record.clip_error == "camera disconnected"
     )
+
+
+def test_an_alert_event_ends_when_its_object_leaves(under_test: PipelineUnderTest, bus: AlertBus) -> None:
+    pipeline = under_test.pipeline
+    pipeline.handle(_frame(), _person(0.8))
+    [alert_id] = pipeline.handle(_frame(), _person(0.8))
+    pipeline.handle(_frame(), _person(0.97))  # the best sighting comes after the alert
+    nobody = Detections.empty(NAMES)
+    late = Frame("cam1", np.zeros((240, 320, 3), np.uint8), 20.0, time.time() + 30, connection=1, seq=9)
+    assert pipeline.handle(late, nobody) == []  # 30 s later: the track has ended
+    kinds = [(m.kind, m.alert_id) for _, m in bus.read_all()]
+    assert kinds == [("alert", alert_id), ("ended", alert_id)]
+    ended = bus.read_all()[-1][1]
+    assert ended.best_score == pytest.approx(0.97) and ended.duration_s is not None and ended.duration_s > 0
+    assert ended.ended_at is not None and ended.frame_time is None
+    assert bus.read_all()[0][1].frame_time is not None  # the alert says when its frame was received
+    assert pipeline.events == {}

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from alerts.rules import Rule, RuleEngine
+from alerts.rules import LabelThreshold, Rule, RuleEngine
 from detect.tracker import Track
 from detect.zones import Zone
 
@@ -65,3 +65,40 @@ def test_required_zone_and_dwell_time() -> None:
 
 def test_no_tracks() -> None:
     assert RuleEngine([_rule()]).evaluate("cam", [], SIZE, now=0) == []
+
+
+def test_per_label_and_per_camera_thresholds() -> None:
+    rule = _rule(
+        labels=frozenset({"person", "car"}),
+        label_min_score={"car": 0.8},
+        label_min_area={"car": 0.05},
+    )
+    engine = RuleEngine([rule], camera_thresholds={"road": {"person": LabelThreshold(min_score=0.7)}})
+    big_car = (0.0, 0.0, 400.0, 300.0)  # a quarter of the frame
+    assert engine.evaluate("gate", [_track(1, "car", 0.7, big_car)], SIZE, now=0) == []  # car needs 0.8
+    assert engine.evaluate("gate", [_track(2, "car", 0.85)], SIZE, now=0) == []  # and 5 % of the frame
+    assert [t.track_id for t in engine.evaluate("gate", [_track(3, "car", 0.85, big_car)], SIZE, now=0)] == [
+        3
+    ]
+    assert [t.track_id for t in engine.evaluate("gate", [_track(4, score=0.6)], SIZE, now=0)] == [4]
+    assert engine.evaluate("road", [_track(5, score=0.6)], SIZE, now=0) == []  # the road camera wants 0.7
+    assert [t.track_id for t in engine.evaluate("road", [_track(6, score=0.75)], SIZE, now=0)] == [6]
+
+
+def test_k_of_n_confirmation_counts_recent_runs_only() -> None:
+    """min_hits 3 within the last 4 runs: three sightings spread over many runs do not confirm."""
+    engine = RuleEngine([_rule(labels=frozenset({"fire"}), min_hits=3, window=4)])
+
+    def run(now: float, seen: bool) -> list[str]:
+        track = _track(1, "fire", first_seen=0.0, last_seen=now if seen else now - 0.5, hits=99)
+        return [t.label for t in engine.evaluate("barn", [track], SIZE, now=now)]
+
+    pattern = [True, False, False, True, False, False, True, False]  # 1 of every 3 runs
+    assert [label for i, seen in enumerate(pattern) for label in run(float(i), seen)] == []
+    assert run(8.0, True) == [] and run(9.0, True) == ["fire"]  # runs 6..9: True, False, True, True
+
+
+def test_an_object_that_never_moved_does_not_alert() -> None:
+    engine = RuleEngine([_rule()])
+    assert engine.evaluate("cam", [_track(1, moved=False)], SIZE, now=0) == []
+    assert len(engine.evaluate("cam", [_track(1, moved=True)], SIZE, now=1)) == 1

@@ -113,3 +113,31 @@ def test_zones_masks_and_rule_references(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, zoned.replace("[1, 0.5]", "[1.5, 0.5]")), environ={})
     with pytest.raises(ConfigError, match="names zone 'yard', which no camera has"):
         load_settings(_write(tmp_path, zoned.replace("zones: [gate]", "zones: [yard]")), environ={})
+
+
+def test_detection_tuning_keys(tmp_path: Path) -> None:
+    tuned = BASE.replace(
+        "    url: rtsp://admin:SuperSecret9@10.0.0.9/ch1\n",
+        "    url: rtsp://admin:SuperSecret9@10.0.0.9/ch1\n"
+        "    motion_masks: [[[0, 0], [0.2, 0], [0.2, 0.2]]]\n"
+        "    thresholds: {car: {min_score: 0.7, min_area: 0.01}}\n",
+    ).replace(
+        "  - {name: people, labels: [person]}\n",
+        "  - {name: people, labels: [person, car], label_min_score: {car: 0.8}, window: 5, min_hits: 3}\n"
+        "models: {batch_timeout_s: 0.05, region_crops: false, max_crops: 3}\n",
+    )
+    settings = load_settings(_write(tmp_path, tuned), environ={})
+    camera, rule = settings.cameras[0], settings.rules[0]
+    assert camera.thresholds["car"].min_score == 0.7 and camera.motion_masks[0][1] == (0.2, 0.0)
+    assert rule.label_min_score == {"car": 0.8} and rule.window == 5
+    assert settings.models.batch_timeout_s == 0.05 and settings.models.region_crops is False
+
+    wrong = tuned.replace("label_min_score: {car: 0.8}", "label_min_score: {bus: 0.8}").replace(
+        "window: 5", "window: 2"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, wrong), environ={})
+    assert "threshold for 'bus', which is not in its labels" in str(info.value)
+    assert "window (2) must be at least min_hits (3)" in str(info.value)
+    with pytest.raises(ConfigError, match=r"thresholds.car.min_scor .*unknown key"):
+        load_settings(_write(tmp_path, tuned.replace("min_score: 0.7", "min_scor: 0.7")), environ={})

@@ -40,7 +40,7 @@ class FrameEvaluator:
         tracker = self._trackers.get(frame.camera_id)
         if tracker is None:
             tracker = self._trackers[frame.camera_id] = Tracker(high_score=self._start_score)
-        tracks = tracker.update(detections, now=frame.captured_at, motion=_motion_boxes(frame, width, height))
+        tracks = tracker.update(detections, now=frame.captured_at)
         self.tracks, self.ended = tracks, tracker.ended
         meter = self._flicker.setdefault(frame.camera_id, FlickerMeter())
         seen = {t.id: t.box for t in tracks if t.last_seen == frame.captured_at}
@@ -62,11 +62,3 @@ class FrameEvaluator:
             return detections
         keep = [not any(m.contains_box(box, width, height) for m in masks) for box in detections.xyxy]
         return detections.filter(np.array(keep, dtype=bool))
-
-
-def _motion_boxes(frame: Frame, width: int, height: int) -> np.ndarray | None:
-    """Where the frame moved, in pixels; None when the motion function did not say where."""
-    if frame.regions:
-        scale = np.array([width, height, width, height], np.float32)
-        return np.array(frame.regions, np.float32).reshape(-1, 4) * scale
-    return None if frame.motion else np.zeros((0, 4), np.float32)

@@ -1,11 +1,12 @@
 """Alert rules over tracked objects: labels, score, size, required zones, dwell time, cooldown.
 
 An object (a track) raises at most one alert per rule; a camera raises at most one alert per label per
-cooldown; objects that have stood still (parked cars, signs) or never moved since the camera started never
-raise one. Scores and sizes can be set
-per label in a rule and per camera and label (`LabelThreshold`); the stricter bar wins. `window` turns
-`min_hits` into "k of the last n detector runs" (fire and smoke confirmation); once an object has alerted,
-its event lasts while its track does, which the tracker keeps alive on weaker detections (hysteresis).
+cooldown; objects that have stood still (parked cars, signs) never raise one, nor (with `moving_only`) objects
+that have not travelled since they were first seen (a car parked there when the camera started). Scores and
+sizes can be set per label in a rule and per camera and label (`LabelThreshold`); the stricter bar wins.
+`window` turns `min_hits` into "k of the last n detector runs" (fire and smoke confirmation); once an object
+has alerted, its event lasts while its track does, which the tracker keeps alive on weaker detections
+(hysteresis).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 from detect.tracker import Track
 from detect.zones import Zone
+
+STAY_IN_PLACE = frozenset({"fire", "smoke"})  # labels that do not travel
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +34,21 @@ class Rule:
     dwell_s: float = 0.0  # in the zone (or, without zones, in view) at least this long
     min_hits: int = 2  # frames the object was detected in before it can alert
     min_flicker: float = 0.0  # fire confirmation: the box content must keep changing (see detect.flicker)
+    # Only objects that travelled since first seen; None: yes, unless the rule is for fire or smoke (which
+    # flicker in place; `min_flicker` confirms them instead).
+    moving_only: bool | None = None
     window: int = 0  # k of n: min_hits detections within the camera's last `window` detector runs; 0: ever
     label_min_score: Mapping[str, float] = field(default_factory=dict)  # per label, instead of min_score
     label_min_area: Mapping[str, float] = field(default_factory=dict)  # per label, instead of min_area
 
     def applies_to(self, camera_id: str) -> bool:
         return self.cameras is None or camera_id in self.cameras
+
+    @property
+    def needs_travel(self) -> bool:
+        if self.moving_only is not None:
+            return self.moving_only
+        return not (self.labels & STAY_IN_PLACE)
 
     def score_for(self, label: str) -> float:
         return self.label_min_score.get(label, self.min_score)
@@ -145,7 +157,9 @@ class RuleEngine:
             return None
         if self._hits(rule, camera_id, track) < rule.min_hits:
             return None
-        if track.stationary or not track.moved or (camera_id, track.id, rule.name) in self._fired:
+        if track.stationary or (rule.needs_travel and not track.moved):
+            return None
+        if (camera_id, track.id, rule.name) in self._fired:
             return None
         x0, y0, x1, y1 = track.box
         min_area = max(rule.area_for(track.label), own.min_area)

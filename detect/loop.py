@@ -149,6 +149,8 @@ class DetectorLoop(threading.Thread):
         return self.process_batch([frame])[0]
 
     def process_batch(self, frames: list[Frame]) -> list[Detections]:
+        if not frames:
+            return []
         started = time.perf_counter()
         now = self.clock()
         whole = [self._whole_frame_due(f, now) for f in frames]

@@ -27,7 +27,7 @@ class Track:
     last_seen: float
     hits: int
     stationary: bool
-    moved: bool = True  # its box overlapped a motion region at least once (False: scenery since start)
+    moved: bool = True  # it has travelled or changed size since first seen (False: scenery so far)
 
     @property
     def confirmed(self) -> bool:
@@ -44,6 +44,7 @@ class _State:
     last_seen: float
     hits: int = 1
     moved: bool = False
+    first_box: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # centre px / s
     centres: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, x, y)
 
@@ -79,6 +80,10 @@ class Tracker:
     Detectors run at 1-2 frames a second here, where a walking person's boxes in two runs hardly overlap, so
     a track is matched where it is predicted to be (constant velocity), and when no box overlaps the
     prediction enough, to the nearest box of its label and size within `max_jump` of its diagonal.
+
+    A track has moved once its centre or size has changed by `moved_fraction` of its diagonal since it was
+    first seen: a person who walked in or a car that drove up, not a car parked there all along whose box
+    wobbles as people pass in front of it.
     """
 
     def __init__(
@@ -89,7 +94,9 @@ class Tracker:
         still_after_s: float = 30.0,
         still_fraction: float = 0.15,
         max_jump: float = 0.6,
+        moved_fraction: float = 0.3,
     ) -> None:
+        self.moved_fraction = moved_fraction
         self.iou_threshold = iou_threshold
         self.max_jump = max_jump
         self.high_score = high_score
@@ -100,11 +107,7 @@ class Tracker:
         self._next_id = 1
         self.ended: list[Track] = []  # tracks that ended in the last update
 
-    def update(
-        self, detections: Detections | None, now: float, motion: np.ndarray | None = None
-    ) -> list[Track]:
-        """`motion`: (M, 4) pixel boxes where the frame moved, empty if nothing did; None: not known (every
-        detected track counts as having moved)."""
+    def update(self, detections: Detections | None, now: float) -> list[Track]:
         self.ended = []
         if detections is not None and len(detections):
             labels = detections.labels
@@ -114,8 +117,6 @@ class Tracker:
             self._associate(detections, labels, low, now)
             for i in unmatched_high:
                 self._start(detections, labels, i, now)
-        if detections is not None:
-            self._note_motion(motion, now)
         coverage = detections.coverage if detections is not None else ()
         alive = []
         for track in self._tracks:
@@ -167,22 +168,11 @@ class Tracker:
         fallback = np.where(near, self.iou_threshold * 0.99 * (1 - jump / self.max_jump), 0.0)
         return np.where(iou >= self.iou_threshold, iou, np.maximum(fallback, 0.0)).astype(np.float32)
 
-    def _note_motion(self, motion: np.ndarray | None, now: float) -> None:
-        seen = [t for t in self._tracks if t.last_seen == now and not t.moved]
-        if not seen:
-            return
-        if motion is None:
-            for track in seen:
-                track.moved = True
-            return
-        if len(motion) == 0:
-            return
-        overlap = iou_matrix(np.stack([t.box for t in seen]), motion.astype(np.float32).reshape(-1, 4))
-        for track, row in zip(seen, overlap, strict=True):
-            track.moved = bool((row > 0).any())
-
     def _start(self, dets: Detections, labels: list[str], i: int, now: float) -> None:
-        track = _State(self._next_id, labels[i], dets.xyxy[i].copy(), float(dets.confidence[i]), now, now)
+        box = dets.xyxy[i].copy()
+        track = _State(
+            self._next_id, labels[i], box, float(dets.confidence[i]), now, now, first_box=box.copy()
+        )
         self._remember_centre(track, now)
         self._next_id += 1
         self._tracks.append(track)
@@ -197,6 +187,7 @@ class Tracker:
                 np.float32
             )
         track.box = dets.xyxy[i].copy()
+        track.moved = track.moved or _travelled(track.first_box, track.box) >= self.moved_fraction
         track.score = float(dets.confidence[i])
         track.last_seen = now
         track.hits += 1
@@ -222,3 +213,11 @@ class Tracker:
 def _centre_in(box: np.ndarray, rects: tuple[tuple[int, int, int, int], ...]) -> bool:
     cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
     return any(r[0] <= cx <= r[2] and r[1] <= cy <= r[3] for r in rects)
+
+
+def _travelled(first: np.ndarray, box: np.ndarray) -> float:
+    """How far a box has come from the first one: centre shift or size change, over the first diagonal."""
+    diagonal = max(float(np.hypot(first[2] - first[0], first[3] - first[1])), 1e-6)
+    shift = float(np.hypot(*((box[:2] + box[2:]) / 2 - (first[:2] + first[2:]) / 2)))
+    size = abs(float(np.hypot(box[2] - box[0], box[3] - box[1])) - diagonal)
+    return max(shift, size) / diagonal

@@ -177,6 +177,7 @@ class Runtime:
                 min_hits=r.min_hits,
                 min_flicker=r.min_flicker,
                 window=r.window,
+                moving_only=r.moving_only,
                 label_min_score=dict(r.label_min_score),
                 label_min_area=dict(r.label_min_area),
             )

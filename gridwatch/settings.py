@@ -200,6 +200,12 @@ class RuleSettings(Section):
     min_area: float = Field(0.0, ge=0, lt=1, description="Smallest box, as a fraction of the frame area")
     dwell_s: float = Field(0.0, ge=0, description="Seconds the object must stay in the zone (loitering)")
     min_hits: int = Field(2, ge=1, le=100, description="Detections of the same object before it may alert")
+    moving_only: bool | None = Field(
+        None,
+        description="Alert only on objects that have travelled since first seen (a person who walked in, a "
+        "car that drove up; not a car parked there when the camera started); default: true, except for rules "
+        "on fire or smoke, which flicker in place",
+    )
     window: int = Field(
         0,
         ge=0,

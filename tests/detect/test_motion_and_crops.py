@@ -206,24 +206,20 @@ def test_crops_find_far_people_the_whole_frame_misses(nanodet: NanoDetDetector, 
     assert (people[:, 0] >= x - 2).all() and (people[:, 2] <= x + small.shape[1] + 2).all()  # frame pixels
 
 
-def test_a_track_has_moved_only_where_motion_was_seen() -> None:
+def test_a_track_has_moved_once_it_travelled_from_where_it_was_first_seen() -> None:
     tracker = Tracker()
-    car = Detections(
-        np.array([[100, 100, 200, 160]], np.float32),
-        np.array([0.9], np.float32),
-        np.zeros(1, np.int32),
-        ("car",),
-    )
-    nothing = np.zeros((0, 4), np.float32)
-    elsewhere = np.array([[400, 400, 450, 450]], np.float32)
-    over_it = np.array([[180, 150, 260, 220]], np.float32)
-    assert [t.moved for t in tracker.update(car, 0.0, motion=nothing)] == [
-        False
-    ]  # parked when the camera started
-    assert [t.moved for t in tracker.update(car, 1.0, motion=elsewhere)] == [False]  # someone else moved
-    assert [t.moved for t in tracker.update(car, 2.0, motion=over_it)] == [True]  # it drove off
-    assert [t.moved for t in tracker.update(car, 3.0, motion=nothing)] == [True]  # and stays a mover
-    assert [t.moved for t in Tracker().update(car, 0.0, motion=None)] == [True]  # unknown: counts as moved
+
+    def car(x: float, w: float = 100) -> Detections:
+        box = np.array([[x, 100, x + w, 160]], np.float32)
+        return Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32), ("car",))
+
+    assert [t.moved for t in tracker.update(car(100), 0.0)] == [False]  # parked when the camera started
+    assert [t.moved for t in tracker.update(car(108, 92), 1.0)] == [False]  # a person passes in front of it
+    assert [t.moved for t in tracker.update(car(150), 2.0)] == [True]  # it drives off
+    assert [t.moved for t in tracker.update(car(150), 3.0)] == [True]  # and stays a mover
+    growing = Tracker()
+    growing.update(car(100), 0.0)
+    assert [t.moved for t in growing.update(car(80, 160), 0.5)] == [True]  # coming towards the camera
 
 
 def _person_at(x: float) -> Detections:

@@ -34,6 +34,7 @@ class Rule:
     dwell_s: float = 0.0  # in the zone (or, without zones, in view) at least this long
     min_hits: int = 2  # frames the object was detected in before it can alert
     min_flicker: float = 0.0  # fire confirmation: the box content must keep changing (see detect.flicker)
+    min_growth: float = 0.0  # or (when set) the box has grown this many times since first seen (spreading)
     # Only objects that travelled since first seen; None: yes, unless the rule is for fire or smoke (which
     # flicker in place; `min_flicker` confirms them instead).
     moving_only: bool | None = None
@@ -121,7 +122,7 @@ class RuleEngine:
                 candidates: list[tuple[Track, str]] = []
                 for track in tracks:
                     zone = self._qualifies(rule, camera_id, track, where[track.id], width, height, now)
-                    if zone is not None and flicker.get(track.id, 0.0) < rule.min_flicker:
+                    if zone is not None and not _has_fire_cue(rule, track, flicker.get(track.id, 0.0)):
                         zone = None
                     if zone is not None:
                         candidates.append((track, zone))
@@ -205,3 +206,10 @@ class RuleEngine:
             del self._entered[key]
         for key in [k for k in self._fired if k[0] == camera_id and k[1] not in live]:
             self._fired.discard(key)
+
+
+def _has_fire_cue(rule: Rule, track: Track, flicker: float) -> bool:
+    """Flicker at least `min_flicker`, or growth at least `min_growth` where that is set."""
+    if flicker >= rule.min_flicker:
+        return True
+    return bool(rule.min_growth) and track.growth >= rule.min_growth

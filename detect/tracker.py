@@ -28,6 +28,7 @@ class Track:
     hits: int
     stationary: bool
     moved: bool = True  # it has travelled or changed size since first seen (False: scenery so far)
+    growth: float = 1.0  # box area now over box area when first seen (spreading smoke and fire grow)
 
     @property
     def confirmed(self) -> bool:
@@ -50,8 +51,9 @@ class _State:
 
     def snapshot(self, stationary: bool) -> Track:
         x0, y0, x1, y1 = (float(v) for v in self.box)
+        growth = _area(self.box) / max(_area(self.first_box), 1e-6)
         return Track(self.id, self.label, (x0, y0, x1, y1), self.score, self.first_seen, self.last_seen,
-                     self.hits, stationary, self.moved)  # fmt: skip
+                     self.hits, stationary, self.moved, growth)  # fmt: skip
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -221,3 +223,7 @@ def _travelled(first: np.ndarray, box: np.ndarray) -> float:
     shift = float(np.hypot(*((box[:2] + box[2:]) / 2 - (first[:2] + first[2:]) / 2)))
     size = abs(float(np.hypot(box[2] - box[0], box[3] - box[1])) - diagonal)
     return max(shift, size) / diagonal
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], 0) * max(box[3] - box[1], 0))

@@ -176,6 +176,7 @@ class Runtime:
                 dwell_s=r.dwell_s,
                 min_hits=r.min_hits,
                 min_flicker=r.min_flicker,
+                min_growth=r.min_growth,
                 window=r.window,
                 moving_only=r.moving_only,
                 label_min_score=dict(r.label_min_score),

@@ -220,6 +220,13 @@ class RuleSettings(Section):
         default_factory=dict,
         description="Per-label smallest box (fraction of the frame), instead of min_area",
     )
+    min_growth: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Fire confirmation, alternative cue: the object's box has grown this many times since it "
+        "was first seen (spreading smoke); 0: not used. An object alerts with either cue",
+    )
     min_flicker: float = Field(
         0.0,
         ge=0,

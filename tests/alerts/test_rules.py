@@ -102,3 +102,14 @@ def test_an_object_that_never_moved_does_not_alert() -> None:
     engine = RuleEngine([_rule()])
     assert engine.evaluate("cam", [_track(1, moved=False)], SIZE, now=0) == []
     assert len(engine.evaluate("cam", [_track(1, moved=True)], SIZE, now=1)) == 1
+
+
+def test_growth_confirms_smoke_that_does_not_flicker() -> None:
+    """Smoke spreading slowly changes little between frames but its box grows."""
+    rule = _rule(labels=frozenset({"smoke"}), min_flicker=4, min_growth=1.5)
+    engine = RuleEngine([rule])
+    assert engine.evaluate("cam", [_track(1, "smoke", growth=1.2)], SIZE, now=0, flicker={1: 0.5}) == []
+    assert len(engine.evaluate("cam", [_track(2, "smoke", growth=1.6)], SIZE, now=1, flicker={2: 0.5})) == 1
+    assert len(engine.evaluate("cam", [_track(3, "smoke", growth=1.0)], SIZE, now=2, flicker={3: 9.0})) == 1
+    flicker_only = RuleEngine([_rule(labels=frozenset({"smoke"}), min_flicker=4)])
+    assert flicker_only.evaluate("cam", [_track(4, "smoke", growth=9.0)], SIZE, now=0, flicker={4: 0.5}) == []

@@ -256,3 +256,13 @@ def test_people_in_the_street_keep_their_tracks(media: dict[str, Path], nanodet:
             found = nanodet.detect(frame.to_ndarray(format="bgr24"))
             ids |= {t.id for t in tracker.update(found, now=i / 10) if t.label == "person" and t.hits >= 2}
     assert 20 <= len(ids) <= 50
+
+
+def test_growth_is_area_over_the_first_area() -> None:
+    tracker = Tracker()
+    tracker.update(_person_at(0.0), 0.0)
+    grown = Detections(
+        np.array([[0, 50, 60, 200]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int32), ("car",)
+    )
+    [track] = tracker.update(grown, 0.5)
+    assert track.growth == pytest.approx(60 * 150 / (40 * 100))

@@ -19,6 +19,7 @@ from detect.nanodet import per_class_nms
 
 DEFAULT_IMGSZ = 640
 MAX_CANDIDATES = 3000
+PROBE_SIZE = 64
 
 
 def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
@@ -42,6 +43,21 @@ def names_from_metadata(metadata: dict[str, str]) -> tuple[str, ...] | None:
     if isinstance(parsed, dict):
         return tuple(str(parsed[i]) for i in sorted(parsed))
     return tuple(str(n) for n in parsed)
+
+
+def check_output_shape(model_path: Path, output_shapes: list[tuple[int | str | None, ...]], nc: int) -> None:
+    """Refuse what this decoder cannot read: NMS-in-graph or end-to-end exports (B, 300, 6), YOLOv5
+    (B, N, 5 + nc), segmentation, pose or OBB heads (more rows), names that do not match the class count."""
+    if not output_shapes:
+        raise ValueError(f"{model_path}: the model has no outputs")
+    shape = output_shapes[0]
+    rows = shape[1] if len(shape) == 3 else None
+    if len(shape) != 3 or (isinstance(rows, int) and rows != 4 + nc):
+        raise ValueError(
+            f"{model_path}: output shape {list(shape)} is not a YOLOv8/YOLO11 detection output "
+            f"(batch, 4 + {nc} classes = {4 + nc}, anchors); export a detection model with ultralytics "
+            "`format=onnx` and without `nms=True`, and give as many names as it has classes"
+        )
 
 
 class YoloDetector(BatchedDetector):
@@ -69,6 +85,22 @@ class YoloDetector(BatchedDetector):
             self.imgsz = int(imgsz[0] if isinstance(imgsz, list | tuple) else imgsz)
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
+        self._check_layout(model_path)
+
+    def _check_layout(self, model_path: Path) -> None:
+        """Fail at load, not on the first frame, on a model this decoder cannot read."""
+        h, w = self.session.input_shape[2:4]
+        if isinstance(h, int) and isinstance(w, int) and h != w:
+            raise ValueError(f"{model_path}: input {h}x{w} is not square: export with one imgsz")
+        shapes = self.session.output_shapes
+        if shapes and len(shapes[0]) == 3 and not isinstance(shapes[0][1], int):
+            # Dynamic exports without onnxslim leave even the class rows symbolic: run one blank frame, a
+            # small one where the input size is dynamic too (64: the largest YOLO stride, of P6 models).
+            size = h if isinstance(h, int) else PROBE_SIZE
+            probe = np.zeros((1, 3, size, size), np.float32)
+            rows = int(self.session.run(probe)[0].shape[1])
+            shapes = [(shapes[0][0], rows, shapes[0][2]), *shapes[1:]]
+        check_output_shape(model_path, shapes, len(self.names))
 
     def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
         canvas, scale, pad = letterbox(frame_bgr, self.imgsz)
@@ -88,7 +120,9 @@ class YoloDetector(BatchedDetector):
     ) -> Detections:
         nc = len(self.names)
         if pred.shape[0] != 4 + nc:
-            raise ValueError(f"model output has {pred.shape[0]} rows, expected 4 + {nc} classes")
+            raise ValueError(
+                f"{self.session.path}: model output has {pred.shape[0]} rows, expected 4 + {nc} classes"
+            )
         scores = pred[4:]
         cls = scores.argmax(axis=0)
         conf = scores[cls, np.arange(scores.shape[1])]

@@ -1,4 +1,8 @@
-"""Inference backends: each session has `run(batch)`, `input_shape`, `output_shapes` and `metadata`."""
+"""Inference backends: each session has `run(batch)`, `input_shape`, `output_shapes` and `metadata`.
+
+`ultralytics_pt` is not a session but a whole detector for user `.pt` weights; it imports torch, so nothing
+here imports it.
+"""
 
 from __future__ import annotations
 

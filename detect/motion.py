@@ -22,18 +22,21 @@ class MotionGate:
     """`detect(frame)` (or calling the gate) gives a `MotionResult`; `update(frame)` just the bool.
 
     Moving: more than `min_changed` of the (downscaled, unmasked) pixels differ from the background by more
-    than `threshold` grey levels. The background adapts at `learning_rate` per call, so lighting drifts and
+    than `threshold` grey levels, or one blob of changed pixels covers `min_region` of the frame (a single
+    small, far person on a wide camera changes far less than `min_changed` of it). The gate works at `width`
+    pixels; by default a sixth of the camera's width, from 160 to 320, so a 1920-pixel camera's far people
+    still span a few gate pixels. The background adapts at `learning_rate` per call, so lighting drifts and
     parked cars fade into it. One instance per camera (it holds that camera's background).
     """
 
     def __init__(
         self,
-        width: int = 160,
+        width: int | None = None,
         threshold: int = 25,
         min_changed: float = 0.002,
         learning_rate: float = 0.05,
         mask: Sequence[Polygon] = (),
-        min_region: float = 0.0005,
+        min_region: float = 0.0008,
         merge_gap: float = 0.03,
         max_regions: int = 6,
     ) -> None:
@@ -42,7 +45,7 @@ class MotionGate:
         self.min_changed = min_changed
         self.learning_rate = learning_rate
         self.mask = [tuple(p) for p in mask]
-        self.min_region = min_region  # blobs smaller than this fraction of the frame are noise
+        self.min_region = min_region  # (grown) blobs smaller than this fraction of the frame are noise
         self.merge_gap = merge_gap  # blobs closer than this (fraction of the width) become one region
         self.max_regions = max_regions  # more than this: one region around all of them
         self._background: np.ndarray | None = None
@@ -51,9 +54,8 @@ class MotionGate:
 
     def _prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
         h, w = frame_bgr.shape[:2]
-        small = cv2.resize(
-            frame_bgr, (self.width, max(1, round(h * self.width / w))), interpolation=cv2.INTER_AREA
-        )
+        width = self.width or gate_width(w)
+        small = cv2.resize(frame_bgr, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(gray, (5, 5), 0).astype(np.float32)
 
@@ -82,9 +84,12 @@ class MotionGate:
         changed = (cv2.absdiff(gray, self._background) > self.threshold).astype(np.uint8) * self._valid
         cv2.accumulateWeighted(gray, self._background, self.learning_rate)
         self.last_changed = float(np.count_nonzero(changed)) / max(int(np.count_nonzero(self._valid)), 1)
-        if self.last_changed <= self.min_changed:
+        if not self.last_changed:
             return MotionResult(False)
-        return MotionResult(True, self._regions(changed))
+        regions = self._regions(changed)
+        if self.last_changed <= self.min_changed and not regions:
+            return MotionResult(False)
+        return MotionResult(True, regions)
 
     def _regions(self, changed: np.ndarray) -> tuple[Box, ...]:
         h, w = changed.shape
@@ -100,6 +105,11 @@ class MotionGate:
         if len(merged) > self.max_regions:
             merged = [_union(merged)]
         return tuple((b[0], b[1], b[2], b[3]) for b in merged)
+
+
+def gate_width(frame_width: int) -> int:
+    """The gate's working width for a camera: a sixth of it, at least 160 and at most 320 pixels."""
+    return max(160, min(320, round(frame_width / 6)))
 
 
 def merge_boxes(boxes: list[list[float]], gap: float) -> list[list[float]]:

@@ -31,6 +31,7 @@ class FrameEvaluator:
         self._trackers: dict[str, Tracker] = {}
         self._flicker: dict[str, FlickerMeter] = {}
         self.tracks: list[Track] = []  # the live tracks after the last `evaluate`
+        self._following: dict[str, bool] = {}
         self.ended: list[Track] = []  # tracks that ended in the last `evaluate`
 
     def evaluate(self, frame: Frame, detections: Detections) -> tuple[Detections, list[Trigger]]:
@@ -42,6 +43,7 @@ class FrameEvaluator:
             tracker = self._trackers[frame.camera_id] = Tracker(high_score=self._start_score)
         tracks = tracker.update(detections, now=frame.captured_at)
         self.tracks, self.ended = tracks, tracker.ended
+        self._following[frame.camera_id] = any(t.moved and not t.stationary for t in tracks)
         meter = self._flicker.setdefault(frame.camera_id, FlickerMeter())
         seen = {t.id: t.box for t in tracks if t.last_seen == frame.captured_at}
         flicker = meter.update(frame.image, seen, live={t.id for t in tracks})
@@ -54,6 +56,11 @@ class FrameEvaluator:
             flicker=flicker,
         )
         return detections, triggers
+
+    def following(self, camera_id: str) -> bool:
+        """Whether the camera has an object in view that moved and has not settled (a person who stopped to
+        loiter): its frames are worth running even when the motion gate sees nothing."""
+        return self._following.get(camera_id, False)
 
     def _unmasked(self, camera_id: str, detections: Detections, width: int, height: int) -> Detections:
         """Drop detections standing in a mask (a flag that waves, a road outside the village)."""

@@ -56,8 +56,9 @@ class DetectorLoop(threading.Thread):
     stationary things stay known), waits up to `batch_timeout_s` for more cameras to fill a batch of
     `max_batch`, and runs every model once per batch. With a `crops` policy, frames whose motion lies in
     small regions are run as crops around them (small, far objects reach the model larger); every camera
-    still gets a whole-frame run at least every `refresh_s`. `clock` (seconds) drives the refresh logic, so
-    offline evaluations can run on stream time.
+    still gets a whole-frame run at least every `refresh_s`. `follow(camera)` true keeps a still camera's
+    frames running (it has an object in view that moved and has not settled: a person who stopped).
+    `clock` (seconds) drives the refresh logic, so offline evaluations can run on stream time.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class DetectorLoop(threading.Thread):
         batch_timeout_s: float = 0.0,
         crops: CropPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        follow: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(name="detector", daemon=True)
         self.slots = slots
@@ -82,6 +84,7 @@ class DetectorLoop(threading.Thread):
         self.batch_timeout_s = batch_timeout_s
         self.crops = crops
         self.clock = clock
+        self.follow = follow
         self.stats = LoopStats()
         self._last_run: dict[str, float] = {}
         self._last_whole: dict[str, float] = {}
@@ -138,7 +141,11 @@ class DetectorLoop(threading.Thread):
             frame = slot.take()
             if frame is None:
                 continue
-            if not frame.motion and now - self._last_run.get(camera_id, -1e9) < self.refresh_s:
+            if (
+                not frame.motion
+                and now - self._last_run.get(camera_id, -1e9) < self.refresh_s
+                and not (self.follow is not None and self.follow(camera_id))
+            ):
                 self.stats.skipped_still += 1
                 continue
             self._last_run[camera_id] = now

@@ -22,11 +22,13 @@ class MotionGate:
     """`detect(frame)` (or calling the gate) gives a `MotionResult`; `update(frame)` just the bool.
 
     Moving: more than `min_changed` of the (downscaled, unmasked) pixels differ from the background by more
-    than `threshold` grey levels, or one blob of changed pixels covers `min_region` of the frame (a single
-    small, far person on a wide camera changes far less than `min_changed` of it). The gate works at `width`
-    pixels; by default a sixth of the camera's width, from 160 to 320, so a 1920-pixel camera's far people
-    still span a few gate pixels. The background adapts at `learning_rate` per call, so lighting drifts and
-    parked cars fade into it. One instance per camera (it holds that camera's background).
+    than `threshold` grey levels (and from the previous sample by half that, so the "ghost" a person leaves
+    in the slowly adapting background after walking off is not motion), or one blob of changed pixels covers
+    `min_region` of the frame (a single small, far person on a wide camera changes far less than
+    `min_changed` of it). The gate works at `width` pixels; by default a sixth of the camera's width, from
+    160 to 320, so a 1920-pixel camera's far people still span a few gate pixels. The background adapts at
+    `learning_rate` per call, so lighting drifts and parked cars fade into it. One instance per camera (it
+    holds that camera's background).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class MotionGate:
         self.merge_gap = merge_gap  # blobs closer than this (fraction of the width) become one region
         self.max_regions = max_regions  # more than this: one region around all of them
         self._background: np.ndarray | None = None
+        self._previous: np.ndarray | None = None
         self._valid: np.ndarray | None = None  # 1 where motion counts, 0 under the mask
         self.last_changed = 0.0
 
@@ -77,12 +80,19 @@ class MotionGate:
         gray = self._prepare(frame_bgr)
         if self._background is None or self._background.shape != gray.shape:
             self._background = gray
+            self._previous = gray
             self._valid = self._valid_pixels(gray.shape)
             self.last_changed = 0.0
             return MotionResult(False)
-        assert self._valid is not None
-        changed = (cv2.absdiff(gray, self._background) > self.threshold).astype(np.uint8) * self._valid
+        assert self._valid is not None and self._previous is not None
+        # Changed from the background AND from the previous sample: what is moving now, not the "ghost" a
+        # person leaves in the slowly adapting background after walking off.
+        changed = (
+            (cv2.absdiff(gray, self._background) > self.threshold)
+            & (cv2.absdiff(gray, self._previous) > self.threshold / 2)
+        ).astype(np.uint8) * self._valid
         cv2.accumulateWeighted(gray, self._background, self.learning_rate)
+        self._previous = gray
         self.last_changed = float(np.count_nonzero(changed)) / max(int(np.count_nonzero(self._valid)), 1)
         if not self.last_changed:
             return MotionResult(False)

@@ -213,6 +213,7 @@ class Runtime:
             refresh_s=s.models.still_refresh_s,
             batch_timeout_s=s.models.batch_timeout_s,
             crops=CropPolicy(max_crops=s.models.max_crops) if s.models.region_crops else None,
+            follow=self.pipeline.evaluator.following,
         )
 
         for source in self.sources.values():

@@ -70,9 +70,11 @@ def _frame(camera: str = "cam1") -> Frame:
     return Frame(camera, image, time_s=4.0, captured_at=time.time(), connection=1, seq=1)
 
 
-def _person(score: float) -> Detections:
+def _person(score: float, step: int = 0) -> Detections:
+    """A person walking right, 60 px per detector run (alerts need an object that travelled)."""
+    x = 10 + 60 * step
     return Detections(
-        np.array([[10, 20, 60, 200]], np.float32),
+        np.array([[x, 20, x + 50, 200]], np.float32),
         np.array([score], np.float32),
         np.array([0], np.int32),
         NAMES,
@@ -116,16 +118,16 @@ def test_pipeline_stores_publishes_and_uploads_clip(
 ) -> None:
     pipeline, db, store, requests = under_test.pipeline, under_test.db, under_test.store, under_test.requests
     assert pipeline.handle(_frame(), _person(0.4)) == []  # below the rule's score
-    assert pipeline.handle(_frame(), _person(0.9)) == []  # the object is seen once only so far
-    [alert_id] = pipeline.handle(_frame(), _person(0.9))
-    assert pipeline.handle(_frame(), _person(0.95)) == []  # the same object does not alert again
+    assert pipeline.handle(_frame(), _person(0.9, 0)) == []  # the object is seen once only so far
+    [alert_id] = pipeline.handle(_frame(), _person(0.9, 1))
+    assert pipeline.handle(_frame(), _person(0.95, 2)) == []  # the same object does not alert again
 
     record = db.get_alert(alert_id)
     assert record is not None and record.label == "person" and record.grid == "g1"
     assert record.clip_status == "pending" and record.snapshot_key
     image = cv2.imdecode(np.frombuffer(store.get_bytes(record.snapshot_key), np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (240, 320, 3)
-    assert image[20:200, 10].any(), "the box is drawn on the snapshot"
+    assert image[20:200, 70].any(), "the box is drawn on the snapshot"
     [(_, message)] = bus.read_all()
     assert message.kind == "alert" and message.alert_id == alert_id
 
@@ -146,8 +148,8 @@ def test_pipeline_stores_publishes_and_uploads_clip(
 
 def test_pipeline_keeps_the_alert_when_the_clip_fails(under_test: PipelineUnderTest) -> None:
     pipeline, db = under_test.pipeline, under_test.db
-    pipeline.handle(_frame(), _person(0.9))
-    [alert_id] = pipeline.handle(_frame(), _person(0.9))
+    pipeline.handle(_frame(), _person(0.9, 0))
+    [alert_id] = pipeline.handle(_frame(), _person(0.9, 1))
     under_test.requests[0][1].on_done(ClipResult(None, 0, 0, 0, None, None, error="camera disconnected"))
     pipeline.close()
     record = db.get_alert(alert_id)
@@ -158,9 +160,9 @@ def test_pipeline_keeps_the_alert_when_the_clip_fails(under_test: PipelineUnderT
 
 def test_an_alert_event_ends_when_its_object_leaves(under_test: PipelineUnderTest, bus: AlertBus) -> None:
     pipeline = under_test.pipeline
-    pipeline.handle(_frame(), _person(0.8))
-    [alert_id] = pipeline.handle(_frame(), _person(0.8))
-    pipeline.handle(_frame(), _person(0.97))  # the best sighting comes after the alert
+    pipeline.handle(_frame(), _person(0.8, 0))
+    [alert_id] = pipeline.handle(_frame(), _person(0.8, 1))
+    pipeline.handle(_frame(), _person(0.97, 2))  # the best sighting comes after the alert
     nobody = Detections.empty(NAMES)
     late = Frame("cam1", np.zeros((240, 320, 3), np.uint8), 20.0, time.time() + 30, connection=1, seq=9)
     assert pipeline.handle(late, nobody) == []  # 30 s later: the track has ended

@@ -266,3 +266,36 @@ def test_growth_is_area_over_the_first_area() -> None:
     )
     [track] = tracker.update(grown, 0.5)
     assert track.growth == pytest.approx(60 * 150 / (40 * 100))
+
+
+def test_no_ghost_motion_after_someone_walks_off() -> None:
+    """A person standing a while blends into the background; once they leave, the empty street differs from
+    that background but not from the previous frame: not motion."""
+    gate = MotionGate()
+    gate.detect(_noisy(480, 640))
+    for _ in range(10):  # someone stands there for 5 s at 2 samples a second
+        assert gate.detect(_with_square(_noisy(480, 640), 300, 200, 60)).moving in (True, False)
+    assert gate.detect(_noisy(480, 640)).moving is True  # they walk off: the frame changed
+    assert [gate.detect(_noisy(480, 640)).moving for _ in range(5)] == [False] * 5  # no ghost afterwards
+
+
+def test_a_still_camera_keeps_running_while_it_follows_someone() -> None:
+    clock = [0.0]
+    following = {"cam": False}
+    slot = FrameSlot()
+    loop = DetectorLoop(
+        {"cam": slot}, [BlobDetector()], lambda f, d: None, refresh_s=60, clock=lambda: clock[0],
+        follow=lambda camera: following[camera],
+    )  # fmt: skip
+    still = _noisy(50, 50)
+
+    def run(t: float) -> int:
+        clock[0] = t
+        slot.put(Frame("cam", still, t, t, 1, int(t * 2), motion=False))
+        return len(loop.collect())
+
+    assert run(0.0) == 1 and run(0.5) == 0  # a still camera: first frame, then refresh only
+    following["cam"] = True  # a person who walked in has stopped to loiter
+    assert run(1.0) == 1 and run(1.5) == 1
+    following["cam"] = False
+    assert run(2.0) == 0

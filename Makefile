@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export GRIDWATCH_MODELS_DIR ?= $(CURDIR)/.cache/models
 export GRIDWATCH_MEDIA_DIR ?= $(CURDIR)/.cache/media
 
-.PHONY: setup models media demo test lint unit e2e bench clean
+.PHONY: setup models media demo test lint unit e2e bench bench-pipeline accuracy clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,15 @@ test: models media lint
 
 bench: models media
 	$(BIN)/python bench/pipeline_demo.py
+
+# How many mostly-still cameras the detection loop sustains, against the naive loop and FFmpeg (about 16 min).
+bench-pipeline: models media
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/pipeline.py --no-fire
+
+# Precision and recall of alerts on the labelled clips (about 15 min; docs/ACCURACY.md).
+accuracy: models media
+	$(BIN)/python bench/accuracy.py --crops both
 
 clean:
 	rm -rf data test-artifacts .pytest_cache .mypy_cache .ruff_cache

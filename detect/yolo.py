@@ -70,7 +70,10 @@ class YoloDetector(BatchedDetector):
         names: tuple[str, ...] | None = None,
         backend: Backend = "onnxruntime",
         precision: str = "f32",
+        imgsz: int | None = None,
     ) -> None:
+        """`imgsz`: run a model exported with a dynamic input size at this size instead of the size it was
+        trained at (smaller is faster and misses more of the small objects)."""
         self.session = open_session(model_path, backend, threads=threads, precision=precision)
         meta = self.session.metadata
         resolved = names or names_from_metadata(meta)
@@ -79,7 +82,13 @@ class YoloDetector(BatchedDetector):
         self.names: tuple[str, ...] = resolved
         h, w = self.session.input_shape[2:4]
         if isinstance(h, int) and isinstance(w, int):
+            if imgsz is not None and imgsz != h:
+                raise ValueError(f"{model_path}: its input is fixed at {h}x{w}, it cannot run at {imgsz}")
             self.imgsz = h
+        elif imgsz is not None:
+            if imgsz % 32:
+                raise ValueError(f"{model_path}: the input size must be a multiple of 32, not {imgsz}")
+            self.imgsz = imgsz
         else:
             imgsz = ast.literal_eval(meta.get("imgsz", str(DEFAULT_IMGSZ)))
             self.imgsz = int(imgsz[0] if isinstance(imgsz, list | tuple) else imgsz)

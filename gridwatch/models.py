@@ -52,6 +52,7 @@ def load_detectors(settings: ModelSettings) -> list[Detector]:
                 threads=settings.threads,
                 backend=settings.fire_backend,
                 precision=settings.precision,
+                imgsz=settings.fire_imgsz,
             )
         )
     detectors += [load_custom(custom, settings) for custom in settings.custom]

@@ -136,6 +136,14 @@ class ModelSettings(Section):
     objects_score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from the object detector")
     fire_score: float = Field(0.35, gt=0, le=1, description="Minimum score kept from the fire/smoke detector")
     fire_enabled: bool = Field(True, description="Run the fire/smoke detector")
+    fire_imgsz: int = Field(
+        640,
+        ge=160,
+        le=1280,
+        multiple_of=32,
+        description="Input size of the fire/smoke model (trained at 640; 416 costs about 40 % of it, "
+        "see docs/PERFORMANCE.md and docs/ACCURACY.md)",
+    )
     objects_backend: Literal["onnxruntime", "openvino"] = Field(
         "onnxruntime", description="Inference backend of the object detector"
     )

@@ -24,6 +24,9 @@ class OnnxSession:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle pool threads sleep instead of spinning: the detector waits for frames much of the time, and
+        # spinning threads would take CPU from the decoders on a small box.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(model_path)
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()

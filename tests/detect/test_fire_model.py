@@ -59,3 +59,14 @@ def test_batch_matches_single_frames(fire: YoloDetector, bus_bgr: np.ndarray) ->
         single = fire.detect(frame)
         assert got.labels == single.labels
         np.testing.assert_allclose(got.xyxy, single.xyxy, atol=1e-2)
+
+
+def test_a_smaller_input_size_still_finds_large_flames(
+    model_paths: dict[str, Path], bus_bgr: np.ndarray
+) -> None:
+    small = YoloDetector(model_paths["fire"], imgsz=416)
+    assert small.imgsz == 416
+    found = small.detect(composite_flames(bus_bgr, 3.0, seed=1, region=REGION))
+    assert "fire" in found.labels
+    with pytest.raises(ValueError, match="multiple of 32"):
+        YoloDetector(model_paths["fire"], imgsz=400)

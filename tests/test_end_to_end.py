@@ -157,8 +157,12 @@ def test_people_clip_raises_a_person_alert_with_snapshot_and_clip(run: Runtime) 
     assert (alert.village, alert.grid) == ("v1", "g1")
     assert alert.score >= 0.5
     messages = [m for m in _bus(run) if m.alert_id == alert.id]
-    assert [m.kind for m in messages] == ["alert", "clip"]
+    kinds = [m.kind for m in messages]
+    assert kinds[0] == "alert" and "clip" in kinds, kinds
+    # The clip may be stored before or after the person walks off (the event's end), but each comes once.
+    assert sorted(kinds) in (["alert", "clip"], ["alert", "clip", "ended"]), kinds
     assert messages[0].label == "person" and messages[0].snapshot_key == alert.snapshot_key
+    assert messages[0].frame_time is not None
     _check_snapshot(run, alert)
     _check_clip(run, alert)
 

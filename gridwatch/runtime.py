@@ -19,6 +19,7 @@ from alerts.camera_status import CameraStatusPublisher
 from alerts.pipeline import AlertPipeline, CameraPlace
 from alerts.rules import LabelThreshold, Rule, RuleEngine
 from detect.crops import CropPolicy
+from detect.detections import Detections
 from detect.loop import Detector, DetectorLoop
 from detect.motion import MotionGate
 from detect.zones import Zone
@@ -27,7 +28,7 @@ from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
 from gridwatch.services import RedisServer, S3Server
 from gridwatch.settings import SIM_SCHEME, Settings
-from ingest.frames import FrameSlot
+from ingest.frames import Frame, FrameSlot
 from ingest.source import CameraSource, ClipRequest, SourceConfig
 from ingest.state import StateChange
 from ingest.urls import redact_url
@@ -208,7 +209,7 @@ class Runtime:
         self.loop = DetectorLoop(
             self.slots,
             self.detectors,
-            self.pipeline.handle,
+            self._on_detections,
             max_batch=s.models.batch_size,
             refresh_s=s.models.still_refresh_s,
             batch_timeout_s=s.models.batch_timeout_s,
@@ -264,6 +265,14 @@ class Runtime:
             self.collector.on_state(change)
         if self.status is not None:
             self.status.publish(change)
+
+    def _on_detections(self, frame: Frame, detections: Detections) -> None:
+        """Alerts, then: while the camera follows a mover (even one standing still now), decode in full."""
+        assert self.pipeline is not None
+        self.pipeline.handle(frame, detections)
+        source = self.sources.get(frame.camera_id)
+        if source is not None and self.pipeline.evaluator.following(frame.camera_id):
+            source.hold_active(self.settings.ingest.active_hold_s)
 
     def _request_clip(self, camera_id: str, request: ClipRequest) -> None:
         source = self.sources[camera_id]

@@ -35,7 +35,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import sys
@@ -56,7 +55,7 @@ REPO = BENCH.parent
 sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
 from alerts.rules import Rule  # noqa: E402
-from bench.ingest import ffmpeg_reference  # noqa: E402
+from bench.ingest import _process_cpu, _tree_cpu, ffmpeg_reference  # noqa: E402
 from bench.naive_loop import NaiveLoop  # noqa: E402
 from bench.scenes import BURST_S, Scene, prepare_scenes  # noqa: E402
 from detect.motion import MotionGate  # noqa: E402
@@ -165,25 +164,6 @@ def _publisher_starts(simulator: RtspSimulator, launched: float, count: int) -> 
         raise SystemExit(f"expected {count} ffmpeg publishers under the simulator, found {len(children)}")
     shift = server.create_time() - launched
     return [child.create_time() - shift for child in children]
-
-
-def _tree_cpu(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        root = psutil.Process(pid)
-        total = 0.0
-        for process in [root, *root.children(recursive=True)]:
-            times = process.cpu_times()
-            total += times.user + times.system
-        return total
-    except psutil.Error:
-        return 0.0
-
-
-def _process_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:

@@ -599,7 +599,9 @@ def test_healthy_cameras_keep_their_rate_while_a_broken_one_cycles(
 
         rates = [(a - b) / window for a, b in zip(after[:-1], before[:-1], strict=True)]
         for (source, recorder), rate in zip(sources[:-1], rates, strict=True):
-            assert abs(rate - FPS) <= 0.2 * FPS, f"{source.camera_id}: {rate:.1f} packets/s, want {FPS}"
+            # At least 80 % of the camera's rate; above it only by catching up packets held up before the
+            # window (TCP delivers them late, never loses them), which is not a lost rate.
+            assert 0.8 * FPS <= rate <= 1.5 * FPS, f"{source.camera_id}: {rate:.1f} packets/s, want {FPS}"
             assert recorder.states(since=window_start) == [], recorder.summary()
         broken_source, broken_recorder = sources[-1]
         assert broken_source.detect.reconnects - broken_before >= 2, "the broken camera stopped retrying"

@@ -64,10 +64,12 @@ def test_bus_publish_to_dead_server_raises(tmp_path: Path) -> None:
         bus.publish(BusMessage("b" * 32, "alert", "c", "v", "g", "fire", 0.9, "2026-01-01T00:00:00+00:00"))
 
 
-def _frame(camera: str = "cam1") -> Frame:
+def _frame(camera: str = "cam1", at: float | None = None) -> Frame:
     image = np.zeros((240, 320, 3), np.uint8)
-    time.sleep(0.01)  # each frame a little later, as from a camera
-    return Frame(camera, image, time_s=4.0, captured_at=time.time(), connection=1, seq=1)
+    if at is None:
+        time.sleep(0.01)  # each frame a little later, as from a camera
+        at = time.time()
+    return Frame(camera, image, time_s=4.0, captured_at=at, connection=1, seq=1)
 
 
 def _person(score: float, step: int = 0) -> Detections:
@@ -160,11 +162,12 @@ def test_pipeline_keeps_the_alert_when_the_clip_fails(under_test: PipelineUnderT
 
 def test_an_alert_event_ends_when_its_object_leaves(under_test: PipelineUnderTest, bus: AlertBus) -> None:
     pipeline = under_test.pipeline
-    pipeline.handle(_frame(), _person(0.8, 0))
-    [alert_id] = pipeline.handle(_frame(), _person(0.8, 1))
-    pipeline.handle(_frame(), _person(0.97, 2))  # the best sighting comes after the alert
+    start = time.time()  # detector runs 0.5 s apart, as at detect_fps 2 (the tracker predicts from them)
+    pipeline.handle(_frame(at=start), _person(0.8, 0))
+    [alert_id] = pipeline.handle(_frame(at=start + 0.5), _person(0.8, 1))
+    pipeline.handle(_frame(at=start + 1.0), _person(0.97, 2))  # the best sighting comes after the alert
     nobody = Detections.empty(NAMES)
-    late = Frame("cam1", np.zeros((240, 320, 3), np.uint8), 20.0, time.time() + 30, connection=1, seq=9)
+    late = Frame("cam1", np.zeros((240, 320, 3), np.uint8), 20.0, start + 30, connection=1, seq=9)
     assert pipeline.handle(late, nobody) == []  # 30 s later: the track has ended
     kinds = [(m.kind, m.alert_id) for _, m in bus.read_all()]
     assert kinds == [("alert", alert_id), ("ended", alert_id)]

@@ -54,13 +54,12 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
-from alerts.rules import Rule  # noqa: E402
 from bench.ingest import _process_cpu, _tree_cpu, ffmpeg_reference  # noqa: E402
 from bench.naive_loop import NaiveLoop  # noqa: E402
 from bench.scenes import BURST_S, Scene, prepare_scenes  # noqa: E402
 from detect.motion import MotionGate  # noqa: E402
 from gridwatch.models import load_detectors  # noqa: E402
-from gridwatch.runtime import Runtime  # noqa: E402
+from gridwatch.runtime import Runtime, build_rule  # noqa: E402
 from gridwatch.settings import (  # noqa: E402
     ApiSettings,
     CameraSettings,
@@ -620,17 +619,7 @@ def run_naive(
     tag = f"[naive {count:>2}]"
     fire = not args.no_fire
     detectors = load_detectors(ModelSettings(dir=models_dir, threads=1, fire_enabled=fire))
-    rules = [
-        Rule(
-            name=r.name,
-            labels=frozenset(r.labels),
-            min_score=r.min_score,
-            cooldown_s=r.cooldown_s,
-            min_hits=r.min_hits,
-            min_flicker=r.min_flicker,
-        )
-        for r in bench_rules(fire)
-    ]
+    rules = [build_rule(r) for r in bench_rules(fire)]
     site = start_site(count, [scenes[min(NAIVE_PHASE, len(scenes) - 1)]], observer=True)
     clip_dir = Path(tempfile.mkdtemp(prefix="gw-bench-naive-"))
     observer, observed = observe(site, clip_dir)

@@ -27,7 +27,7 @@ from gridwatch.api import AppState, create_app
 from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
 from gridwatch.services import RedisServer, S3Server
-from gridwatch.settings import SIM_SCHEME, Settings
+from gridwatch.settings import SIM_SCHEME, RuleSettings, Settings
 from ingest.frames import Frame, FrameSlot
 from ingest.source import CameraSource, ClipRequest, SourceConfig
 from ingest.state import StateChange
@@ -165,26 +165,7 @@ class Runtime:
             self.slots[camera.id] = slot
             self.sources[camera.id] = source
 
-        rule_list = [
-            Rule(
-                name=r.name,
-                labels=frozenset(r.labels),
-                min_score=r.min_score,
-                cooldown_s=r.cooldown_s,
-                cameras=frozenset(r.cameras) if r.cameras else None,
-                zones=frozenset(r.zones) if r.zones else None,
-                min_area=r.min_area,
-                dwell_s=r.dwell_s,
-                min_hits=r.min_hits,
-                min_flicker=r.min_flicker,
-                min_growth=r.min_growth,
-                window=r.window,
-                moving_only=r.moving_only,
-                label_min_score=dict(r.label_min_score),
-                label_min_area=dict(r.label_min_area),
-            )
-            for r in s.rules
-        ]
+        rule_list = [build_rule(r) for r in s.rules]
         rules = RuleEngine(
             rule_list,
             camera_thresholds={
@@ -334,3 +315,24 @@ class Runtime:
 
     def stop(self) -> None:
         self._stack.close()
+
+
+def build_rule(r: RuleSettings) -> Rule:
+    """A configured rule as the rule engine takes it."""
+    return Rule(
+        name=r.name,
+        labels=frozenset(r.labels),
+        min_score=r.min_score,
+        cooldown_s=r.cooldown_s,
+        cameras=frozenset(r.cameras) if r.cameras else None,
+        zones=frozenset(r.zones) if r.zones else None,
+        min_area=r.min_area,
+        dwell_s=r.dwell_s,
+        min_hits=r.min_hits,
+        min_flicker=r.min_flicker,
+        min_growth=r.min_growth,
+        window=r.window,
+        moving_only=r.moving_only,
+        label_min_score=dict(r.label_min_score),
+        label_min_area=dict(r.label_min_area),
+    )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from detect.crops import CropPolicy, Rect, plan_crops
@@ -33,6 +34,7 @@ class LoopStats:
     frames: int = 0
     batches: int = 0
     skipped_still: int = 0  # frames not run because nothing moved and the refresh was not due
+    skipped_unchanged: int = 0  # refreshes put off because the picture had not changed (`refresh_max_s`)
     errors: int = 0
     busy_s: float = 0.0
     model_inputs: int = 0  # images given to the models: whole frames plus crops, summed over models
@@ -59,6 +61,11 @@ class DetectorLoop(threading.Thread):
     still gets a whole-frame run at least every `refresh_s`. `follow(camera)` true keeps a still camera's
     frames running (it has an object in view that moved and has not settled: a person who stopped).
     `clock` (seconds) drives the refresh logic, so offline evaluations can run on stream time.
+
+    A refresh is put off, up to `refresh_max_s`, while the picture has not changed since the camera's last
+    run: no cell of a 32x24 grey thumbnail moved by more than `unchanged_level` grey levels. Something that
+    crept in too slowly for the motion gate (a car parked at walking pace, smoke thickening) changes its
+    cells and gets the refresh on time; a still street at night costs one run a minute instead of six.
     """
 
     def __init__(
@@ -73,6 +80,8 @@ class DetectorLoop(threading.Thread):
         crops: CropPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         follow: Callable[[str], bool] | None = None,
+        refresh_max_s: float | None = None,
+        unchanged_level: float = 8.0,
     ) -> None:
         super().__init__(name="detector", daemon=True)
         self.slots = slots
@@ -85,8 +94,11 @@ class DetectorLoop(threading.Thread):
         self.crops = crops
         self.clock = clock
         self.follow = follow
+        self.refresh_max_s = refresh_max_s  # None: never put off (the refresh comes every refresh_s)
+        self.unchanged_level = unchanged_level
         self.stats = LoopStats()
         self._last_run: dict[str, float] = {}
+        self._last_picture: dict[str, np.ndarray] = {}  # thumbnail of each camera's last run
         self._last_whole: dict[str, float] = {}
         self._stop_event = threading.Event()
         self._wake = threading.Event()
@@ -141,16 +153,29 @@ class DetectorLoop(threading.Thread):
             frame = slot.take()
             if frame is None:
                 continue
-            if (
-                not frame.motion
-                and now - self._last_run.get(camera_id, -1e9) < self.refresh_s
-                and not (self.follow is not None and self.follow(camera_id))
-            ):
-                self.stats.skipped_still += 1
-                continue
+            picture: np.ndarray | None = None
+            if not frame.motion and not (self.follow is not None and self.follow(camera_id)):
+                since = now - self._last_run.get(camera_id, -1e9)
+                if since < self.refresh_s:
+                    self.stats.skipped_still += 1
+                    continue
+                picture = thumbnail(frame.image)
+                if since < (self.refresh_max_s or 0.0) and self._unchanged(camera_id, picture):
+                    self.stats.skipped_unchanged += 1
+                    continue
+            elif (self.refresh_max_s or 0.0) > self.refresh_s:
+                picture = thumbnail(frame.image)
             self._last_run[camera_id] = now
+            if picture is not None:
+                self._last_picture[camera_id] = picture
             frames.append(frame)
         return frames
+
+    def _unchanged(self, camera_id: str, picture: np.ndarray) -> bool:
+        last = self._last_picture.get(camera_id)
+        if last is None or last.shape != picture.shape:
+            return False
+        return float(np.abs(picture - last).max()) <= self.unchanged_level
 
     def process(self, frame: Frame) -> Detections:
         return self.process_batch([frame])[0]
@@ -215,6 +240,12 @@ class DetectorLoop(threading.Thread):
         for (i, crop), result in zip(owners, outputs, strict=True):
             parts[i].append((result, crop))
         return [_from_crops(p, detector.names) for p in parts]
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """A 32x24 grey summary of a frame (each cell the mean of its pixels: sensor noise averages out)."""
+    small = cv2.resize(image, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return small.mean(axis=2) if small.ndim == 3 else small
 
 
 def _from_crops(parts: list[tuple[Detections, Rect | None]], names: tuple[str, ...]) -> Detections:

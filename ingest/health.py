@@ -57,3 +57,5 @@ class StreamHealth:
     frames_decoded: int
     frames_sampled: int
     decode_errors: int = 0
+    bitstream_wakes: int = 0  # idle P-frames large enough to switch to full decode (ingest.wake)
+    keyframes_skipped: int = 0  # idle keyframes not decoded (`idle_keyframe_interval_s`)

@@ -34,6 +34,7 @@ from ingest.health import RateMeter, StreamHealth
 from ingest.ring import PacketRing, RingPacket
 from ingest.state import StateChange, StateMachine, StreamState
 from ingest.urls import PROTOCOL_WHITELIST, redact_text, validate_camera_url
+from ingest.wake import PacketSizeWake
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class SourceConfig:
     decode_threads: int = 1
     keyframes_when_idle: bool = True
     active_hold_s: float = 10.0
+    idle_keyframe_interval_s: float = 2.0  # while idle, decode a keyframe at most this often
+    wake_ratio: float = 3.0  # idle P-frames this many times their still size wake full decode; 0: off
+    wake_hold_s: float = 2.0  # full decode this long after a bitstream wake (motion extends it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,8 @@ class StreamLoop(threading.Thread):
         self.frames_decoded = 0
         self.frames_sampled = 0
         self.decode_errors = 0
+        self.bitstream_wakes = 0
+        self.keyframes_skipped = 0
         self.codec: str | None = None
         self.width: int | None = None
         self.height: int | None = None
@@ -183,6 +189,8 @@ class StreamLoop(threading.Thread):
             frames_decoded=self.frames_decoded,
             frames_sampled=self.frames_sampled,
             decode_errors=self.decode_errors,
+            bitstream_wakes=self.bitstream_wakes,
+            keyframes_skipped=self.keyframes_skipped,
         )
 
     # -- supervision ----------------------------------------------------------------------------------
@@ -315,6 +323,8 @@ class StreamLoop(threading.Thread):
         time_base = conn.stream.time_base
         codec = conn.stream.codec_context
         mode = "full"
+        wake = PacketSizeWake(cfg.wake_ratio) if cfg.wake_ratio > 0 else None
+        last_key_s = float("-inf")  # stream time of the last keyframe given to the decoder
         for packet in conn.container.demux(conn.stream):
             if conn.cancelled.is_set():
                 return
@@ -344,6 +354,18 @@ class StreamLoop(threading.Thread):
             wanted = "full" if (not cfg.keyframes_when_idle or mono < self._active_until) else "keyframes"
             if wanted != mode:
                 mode = self._switch_decode(conn, codec, wanted, ring_packet)
+            if mode == "keyframes":
+                if not packet.is_keyframe:
+                    if wake is None or not wake.observe(len(data)):
+                        continue  # the decoder would skip it anyway
+                    self.bitstream_wakes += 1
+                    self.hold_active(cfg.wake_hold_s)
+                    mode = self._switch_decode(conn, codec, "full", ring_packet)
+                elif time_s - last_key_s < cfg.idle_keyframe_interval_s - 0.05:
+                    self.keyframes_skipped += 1
+                    continue
+            if packet.is_keyframe:
+                last_key_s = time_s
             try:
                 frames = codec.decode(packet)
             except av.error.InvalidDataError as exc:  # a damaged packet: skip it, keep the connection

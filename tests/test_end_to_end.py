@@ -179,10 +179,11 @@ def test_flame_clip_raises_a_fire_alert(run: Runtime) -> None:
 def test_empty_scene_raises_nothing(run: Runtime) -> None:
     assert _alerts(run, "cam-empty") == []
     assert not [m for m in _bus(run) if m.camera_id == "cam-empty"]
-    # the empty scene never moves: keyframes only (1 per second) were decoded and sampled
+    # the empty scene never moves: only every second keyframe (1 per 2 s) was decoded and sampled
     empty = run.sources["cam-empty"].detect
-    assert empty.frames_sampled >= 15
-    assert empty.frames_decoded <= empty.packets / 5
+    assert empty.frames_sampled >= 8
+    assert empty.keyframes_skipped >= 6
+    assert empty.frames_decoded <= empty.packets / 10
 
 
 def test_api_serves_alerts_snapshots_and_clips(run: Runtime) -> None:

@@ -85,3 +85,36 @@ def test_a_failing_model_is_counted_and_the_loop_goes_on() -> None:
     loop = DetectorLoop({}, [Broken()], lambda f, d: None)
     assert [len(d) for d in loop.process_batch([_frame("cam", 1, True)])] == [0]
     assert loop.stats.errors == 1
+
+
+def test_a_refresh_is_put_off_while_the_picture_is_unchanged() -> None:
+    rng = np.random.default_rng(0)
+    street = rng.integers(60, 200, (240, 320, 3)).astype(np.uint8)
+    now = [0.0]
+    slot = FrameSlot()
+    loop = DetectorLoop(
+        {"cam": slot}, [CountingDetector()], lambda f, d: None, refresh_s=10, refresh_max_s=60,
+        clock=lambda: now[0],
+    )  # fmt: skip
+
+    def still(seq: int, image: np.ndarray) -> list[int]:
+        noise = rng.normal(0, 3, image.shape)  # sensor noise: averaged out in the thumbnail
+        noisy = np.clip(image + noise, 0, 255).astype(np.uint8)
+        slot.put(Frame("cam", noisy, time_s=seq, captured_at=0.0, connection=1, seq=seq, motion=False))
+        return [f.seq for f in loop.collect()]
+
+    assert still(0, street) == [0]
+    ran = [t for t in range(5, 60, 5) if (now.__setitem__(0, float(t)), still(t, street))[1]]
+    assert ran == [], "an unchanged picture was refreshed before refresh_max_s"
+    assert loop.stats.skipped_unchanged == 10  # 10..55 s; 5 s was not due at all
+    now[0] = 60.0
+    assert still(60, street) == [60]  # refresh_max_s reached
+
+    parked = street.copy()
+    parked[100:130, 200:250] = 20  # a dark car, 2 % of the picture, that arrived too slowly to be motion
+    now[0] = 65.0
+    assert still(65, parked) == []  # not due: 5 s since the last run
+    now[0] = 70.0
+    assert still(70, parked) == [70]  # due and changed: refreshed at once
+    now[0] = 80.0
+    assert still(80, parked) == []  # the car is the new normal

@@ -38,7 +38,14 @@ def test_decode_follows_motion(simulator: RtspSimulator) -> None:
         return moving.is_set()
 
     slot = FrameSlot()
-    config = SourceConfig("cam", simulator.url("live"), detect_fps=FPS, active_hold_s=2.0)
+    config = SourceConfig(
+        "cam",
+        simulator.url("live"),
+        detect_fps=FPS,
+        active_hold_s=2.0,
+        idle_keyframe_interval_s=0,
+        wake_ratio=0,
+    )
     source = CameraSource(config, slot, motion=motion)
     source.start()
     loop = source.detect

@@ -1,121 +1,29 @@
-"""MetadataDB on SQLite (a file in tmp_path) and on a real PostgreSQL cluster started for this session."""
+"""MetadataDB on SQLite (a file in tmp_path) and on a real PostgreSQL cluster started for this session
+(fixtures `db` / `db_url` in conftest.py)."""
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import threading
-import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+from sqlalchemy.exc import IntegrityError
 
-from storage.metadata import AlertRecord, CameraRecord, MetadataDB, new_alert_id
-
-# -- a private PostgreSQL cluster ----------------------------------------------------------------
-
-
-def _pg_bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    assert initdb, "PostgreSQL server binaries (initdb, postgres) are not installed"
-    return Path(initdb).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _as_user() -> dict[str, Any]:
-    """Popen arguments that run PostgreSQL as the `postgres` user when we are root (it refuses root)."""
-    if os.geteuid() != 0:
-        return {}
-    entry = pwd.getpwnam("postgres")
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    bindir = _pg_bindir()
-    as_user = _as_user()
-    root = Path(tempfile.mkdtemp(prefix="gw-pg-"))  # /tmp: tmp_path lies under root's private dir
-    if as_user:
-        os.chown(root, as_user["user"], as_user["group"])
-    data, log_path = root / "data", root / "postgres.log"
-    env = {**os.environ, "LC_ALL": "C", "HOME": str(root)}
-    subprocess.run(
-        [bindir / "initdb", "-D", data, "-U", "gridwatch", "--auth=trust", "-E", "UTF8", "--no-locale",
-         "--no-sync"],
-        check=True, capture_output=True, env=env, cwd=root, **as_user,
-    )  # fmt: skip
-    port = _free_port()
-    started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [bindir / "postgres", "-D", data, "-p", str(port), "-k", root,
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=50"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True, **as_user,
-        )  # fmt: skip
-    url = f"postgresql+psycopg://gridwatch@127.0.0.1:{port}/postgres"
-    try:
-        while True:
-            try:
-                psycopg.connect(host="127.0.0.1", port=port, user="gridwatch", dbname="postgres").close()
-                break
-            except psycopg.OperationalError:
-                if server.poll() is not None or time.perf_counter() - started > 30:
-                    raise RuntimeError(f"PostgreSQL did not start:\n{log_path.read_text()[-3000:]}") from None
-                time.sleep(0.05)
-        print(f"PostgreSQL ready in {time.perf_counter() - started:.2f} s on port {port}")
-        yield url
-    finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _fresh_pg_database(server_url: str) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    port = int(server_url.rsplit(":", 1)[1].split("/")[0])
-    with psycopg.connect(
-        host="127.0.0.1", port=port, user="gridwatch", dbname="postgres", autocommit=True
-    ) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataDB]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta' / 'gridwatch.db'}"
-    else:
-        url = _fresh_pg_database(request.getfixturevalue("postgres_url"))
-    database = MetadataDB(url)
-    database.create_schema()
-    yield database
-    database.close()
-
+from storage.metadata import (
+    AlertRecord,
+    CameraRecord,
+    ClipFacts,
+    EventRecord,
+    GridRecord,
+    MetadataDB,
+    TeamRecord,
+    UserRecord,
+    VillageRecord,
+    new_alert_id,
+    new_id,
+)
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -274,3 +182,263 @@ def test_sqlite_file_uses_wal(tmp_path: Path) -> None:
     db.add_alert(_alert(T0))
     assert path.exists() and Path(f"{path}-wal").exists()
     db.close()
+
+
+def test_camera_url_with_a_password_is_refused(db: MetadataDB) -> None:
+    with pytest.raises(ValueError, match="password") as caught:
+        db.upsert_cameras([CameraRecord("cam-01", "n", "v", "g", "rtsp://admin:hunter2@10.0.0.1/", 1.0)])
+    assert "hunter2" not in str(caught.value)
+    db.upsert_cameras([CameraRecord("cam-01", "n", "v", "g", "rtsp://admin:***@10.0.0.1/", 1.0)])
+    assert db.list_cameras()[0].url_redacted == "rtsp://admin:***@10.0.0.1/"
+
+
+# -- villages, grids, teams, users --------------------------------------------------------------
+
+ARGON = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$0123456789abcdefghijklmnopqrstuvwxyzABCDE"
+
+
+def _places(db: MetadataDB) -> None:
+    db.upsert_villages([VillageRecord("v01", "Dongcun"), VillageRecord("v02", "Xicun")])
+    db.upsert_teams([TeamRecord("t1", "Patrol east"), TeamRecord("t2", "Patrol west")])
+    db.upsert_grids(
+        [
+            GridRecord("g0101", "East 1", "v01", "t1"),
+            GridRecord("g0102", "East 2", "v01", "t1"),
+            GridRecord("g0201", "West 1", "v02", None),
+        ]
+    )
+
+
+def test_villages_teams_and_grids(db: MetadataDB) -> None:
+    _places(db)
+    assert [v.name for v in db.list_villages()] == ["Dongcun", "Xicun"]
+    assert [t.id for t in db.list_teams()] == ["t1", "t2"]
+    assert [g.id for g in db.list_grids(team_id="t1")] == ["g0101", "g0102"]
+    assert [g.id for g in db.list_grids(village_id="v02")] == ["g0201"]
+    db.upsert_grids([GridRecord("g0201", "West 1", "v02", "t2")])  # the grid changes team
+    assert db.list_grids(team_id="t2") == [GridRecord("g0201", "West 1", "v02", "t2")]
+    assert len(db.list_grids()) == 3
+    with pytest.raises(IntegrityError):
+        db.upsert_grids([GridRecord("g9", "Nowhere", "no-such-village")])
+
+
+def test_users_keep_only_a_password_hash(db: MetadataDB) -> None:
+    _places(db)
+    created = T0 - timedelta(days=3)
+    alice = UserRecord("alice", "Alice", "operator", None, ARGON, created)
+    bob = UserRecord("bob", "Bob", "patrol", "t1", None, created)
+    db.upsert_users([alice, bob])
+    assert db.get_user("alice") == alice
+    assert ARGON not in repr(db.get_user("alice"))
+    assert db.list_users(team_id="t1") == [bob]
+    # an update keeps the first created_at
+    db.upsert_users([UserRecord("bob", "Bob Li", "admin", "t2", "$2b$12$abcdefghijklmnopqrstuv", T0)])
+    got = db.get_user("bob")
+    assert got is not None and (got.name, got.role, got.team_id, got.created_at) == (
+        "Bob Li",
+        "admin",
+        "t2",
+        created,
+    )
+    assert db.get_user("nobody") is None
+    with pytest.raises(ValueError, match="hash"):
+        db.upsert_users([UserRecord("eve", "Eve", "operator", None, "hunter2")])
+    with pytest.raises(ValueError, match="role"):
+        db.upsert_users([UserRecord("eve", "Eve", "root", None)])  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError):
+        db.upsert_users([UserRecord("eve", "Eve", "patrol", "no-such-team")])
+    assert [u.id for u in db.list_users()] == ["alice", "bob"]
+
+
+# -- events and clips ---------------------------------------------------------------------------
+
+
+def test_events_and_the_alert_that_points_at_one(db: MetadataDB) -> None:
+    first = EventRecord(new_id(), "cam-01", "person", 7, T0, 0.61)
+    second = EventRecord(new_id(), "cam-01", "car", 8, T0 + timedelta(seconds=5), 0.7)
+    db.add_event(first)
+    db.add_event(second)
+    db.add_event(EventRecord(new_id(), "cam-02", "person", 1, T0, 0.5))
+    db.end_event(first.id, ended_at=T0 + timedelta(seconds=40), best_score=0.93)
+    ended = db.get_event(first.id)
+    assert ended is not None and ended.ended_at == T0 + timedelta(seconds=40) and ended.best_score == 0.93
+    assert [e.id for e in db.list_events("cam-01")] == [second.id, first.id]
+    assert db.get_event("missing") is None
+    with pytest.raises(KeyError):
+        db.end_event("missing", ended_at=T0, best_score=0.1)
+    alert = _alert(T0 + timedelta(seconds=2), event_id=first.id)
+    db.add_alert(alert)
+    assert db.get_alert(alert.id) == alert
+    with pytest.raises(IntegrityError):
+        db.add_alert(_alert(T0, event_id="no-such-event"))
+
+
+def _facts(size: int, started_at: datetime = T0) -> ClipFacts:
+    return ClipFacts(started_at=started_at, duration_s=30.0, size_bytes=size, sha256="ab" * 32, codec="h264")
+
+
+def test_clips_of_an_alert_with_continuations(db: MetadataDB) -> None:
+    alert = _alert(T0)
+    db.add_alert(alert)
+    first = db.add_clip(alert.id, "clips/cam-01/2024/05/01/a.mp4")
+    assert (first.status, first.sequence, first.size_bytes, first.stored_at) == ("pending", 0, None, None)
+    second = db.add_clip(alert.id, "clips/cam-01/2024/05/01/a-1.mp4", sequence=1, status="spooled")
+    db.update_clip(first.id, "spooled", facts=_facts(1_000_000))
+    db.update_clip(first.id, "stored")
+    db.update_clip(second.id, "failed", facts=_facts(5, T0 + timedelta(seconds=30)), error="x" * 5000)
+    clips = db.list_clips(alert.id)
+    assert [c.id for c in clips] == [first.id, second.id]
+    stored, failed = clips
+    assert stored.status == "stored" and stored.stored_at is not None and stored.stored_at.tzinfo is UTC
+    assert (stored.size_bytes, stored.sha256, stored.codec, stored.started_at) == (
+        1_000_000,
+        "ab" * 32,
+        "h264",
+        T0,
+    )
+    assert failed.error is not None and len(failed.error) <= 2000 and failed.stored_at is None
+    assert db.get_clip(first.id) == stored
+    assert db.get_clip("missing") is None
+    assert db.stored_clip_bytes() == 1_000_000
+    db.update_clip(second.id, "stored", facts=_facts(3 * 2**31))  # beyond 32 bits
+    assert db.stored_clip_bytes() == 1_000_000 + 3 * 2**31
+    db.update_clip(second.id, "evicted")
+    assert db.stored_clip_bytes() == 1_000_000
+
+
+def test_clip_rows_are_checked(db: MetadataDB) -> None:
+    alert = _alert(T0)
+    db.add_alert(alert)
+    db.add_clip(alert.id, "clips/a.mp4")
+    with pytest.raises(IntegrityError):
+        db.add_clip(alert.id, "clips/b.mp4", sequence=0)  # the sequence number is taken
+    with pytest.raises(IntegrityError):
+        db.add_clip(alert.id, "clips/a.mp4", sequence=1)  # so is the key
+    with pytest.raises(IntegrityError):
+        db.add_clip("no-such-alert", "clips/c.mp4")
+    with pytest.raises(ValueError):
+        db.add_clip(alert.id, "clips/d.mp4", status="lost")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        db.add_clip(alert.id, "clips/d.mp4", sequence=-1)
+    with pytest.raises(ValueError, match="sha256"):
+        db.add_clip(alert.id, "clips/d.mp4", sequence=2, facts=ClipFacts(T0, 1.0, 1, "XYZ", "h264"))
+    with pytest.raises(KeyError):
+        db.update_clip("missing", "stored")
+    assert db.stored_clip_bytes() == 0
+
+
+# -- actions, deliveries, audit -----------------------------------------------------------------
+
+
+def test_alert_actions_tell_the_alert_story(db: MetadataDB) -> None:
+    db.upsert_users([UserRecord("op1", "Operator", "operator")])
+    alert = _alert(T0)
+    db.add_alert(alert)
+    ack = db.add_alert_action(alert.id, "acknowledged", user_id="op1", at=T0 + timedelta(seconds=20))
+    esc = db.add_alert_action(alert.id, "escalated", note="no patrol answer in 5 min")
+    db.add_alert_action(alert.id, "resolved", user_id="op1", note="a neighbour's dog")
+    actions = db.list_alert_actions(alert.id)
+    assert [a.action for a in actions] == ["acknowledged", "escalated", "resolved"]
+    assert actions[0] == ack and actions[0].at == T0 + timedelta(seconds=20)
+    assert actions[1] == esc and esc.user_id is None
+    assert db.list_alert_actions("other") == []
+    with pytest.raises(ValueError):
+        db.add_alert_action(alert.id, "deleted")  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError):
+        db.add_alert_action(alert.id, "comment", user_id="ghost")
+    with pytest.raises(IntegrityError):
+        db.add_alert_action("no-such-alert", "comment")
+
+
+def test_deliveries_count_attempts(db: MetadataDB) -> None:
+    alert = _alert(T0)
+    db.add_alert(alert)
+    first = db.record_delivery(alert.id, "webhook", "team:t1", "retrying", error="HTTP 503", at=T0)
+    assert (first.attempts, first.status, first.last_error) == (1, "retrying", "HTTP 503")
+    later = db.record_delivery(alert.id, "webhook", "team:t1", "sent", at=T0 + timedelta(seconds=4))
+    assert (later.attempts, later.status, later.last_error, later.at) == (
+        2,
+        "sent",
+        None,
+        T0 + timedelta(seconds=4),
+    )
+    db.record_delivery(alert.id, "mqtt", "gridwatch/alerts/g0101", "sent")
+    assert [(d.channel, d.attempts) for d in db.list_deliveries(alert.id)] == [("mqtt", 1), ("webhook", 2)]
+    with pytest.raises(ValueError, match="credentials"):
+        db.record_delivery(alert.id, "webpush", "https://push.example/wpush/v2/gAAAAABtoken", "sent")
+    with pytest.raises(ValueError, match="credentials"):
+        db.record_delivery(
+            alert.id, "wecom", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=s3cr3t", "sent"
+        )
+    with pytest.raises(ValueError):
+        db.record_delivery(alert.id, "webhook", "team:t1", "lost")  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError):
+        db.record_delivery("no-such-alert", "webhook", "team:t1", "sent")
+
+
+def test_audit_log(db: MetadataDB) -> None:
+    entries = [
+        db.add_audit("admin", "camera.create", f"camera:cam-{i}", {"village": "v01", "fps": 2.0, "n": [i]})
+        for i in range(5)
+    ]
+    entries.append(db.add_audit("op1", "alert.acknowledge", "alert:abc", at=T0))
+    newest = db.list_audit()
+    assert newest == entries[::-1]
+    assert newest[0].details == {} and newest[0].at == T0
+    assert newest[1].details == {"village": "v01", "fps": 2.0, "n": [4]}
+    page = db.list_audit(limit=2, before_id=newest[1].id)
+    assert page == entries[3:1:-1]
+    assert db.list_audit(target="camera:cam-2") == [entries[2]]
+    with pytest.raises(ValueError, match="secret"):
+        db.add_audit("admin", "user.create", "user:eve", {"name": "Eve", "password": "hunter2"})
+    with pytest.raises(ValueError, match="secret"):
+        db.add_audit("admin", "notifier.update", "notifier:1", {"changes": [{"api_key": "k"}]})
+    with pytest.raises(TypeError):
+        db.add_audit("admin", "x", "y", {"when": T0})  # not JSON
+    assert len(db.list_audit(limit=100)) == 6
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+def test_retention_candidates_oldest_first_by_label(db: MetadataDB) -> None:
+    alerts = [
+        _alert(T0 + timedelta(hours=i), label="person" if i % 2 else "fire", camera_id=f"cam-{i}")
+        for i in range(6)
+    ]
+    for a in reversed(alerts):
+        db.add_alert(a)
+    cutoff = T0 + timedelta(hours=4)
+    assert [a.id for a in db.list_alerts_older_than(cutoff, label="person")] == [alerts[1].id, alerts[3].id]
+    assert [a.id for a in db.list_alerts_older_than(cutoff)] == [a.id for a in alerts[:4]]
+    assert [a.id for a in db.list_alerts_older_than(cutoff, limit=1)] == [alerts[0].id]
+    assert db.list_alerts_older_than(T0) == []
+    assert db.list_alerts_older_than(cutoff, label="car") == []
+    with pytest.raises(ValueError):
+        db.list_alerts_older_than(datetime(2024, 1, 1))
+
+
+def test_delete_alert_takes_its_rows_and_returns_its_objects(db: MetadataDB) -> None:
+    keep, gone = _alert(T0), _alert(T0 + timedelta(seconds=1), snapshot_key="snapshots/g.jpg")
+    db.add_alert(keep)
+    db.add_alert(gone)
+    db.set_clip(gone.id, key="clips/g.mp4", status="stored", duration_s=30.0)
+    db.update_clip(db.add_clip(gone.id, "clips/g.mp4").id, "stored", facts=_facts(700))
+    db.update_clip(db.add_clip(gone.id, "clips/g-1.mp4", sequence=1).id, "stored", facts=_facts(300))
+    db.update_clip(db.add_clip(keep.id, "clips/k.mp4").id, "stored", facts=_facts(50))
+    db.add_alert_action(gone.id, "acknowledged")
+    db.record_delivery(gone.id, "webhook", "team:t1", "sent")
+    db.add_audit("retention", "alert.delete", f"alert:{gone.id}")
+    assert db.stored_clip_bytes() == 1050
+
+    deleted = db.delete_alert(gone.id)
+    assert deleted is not None
+    assert deleted.alert_id == gone.id and deleted.clip_bytes == 1000
+    assert sorted(deleted.object_keys) == ["clips/g-1.mp4", "clips/g.mp4", "snapshots/g.jpg"]
+    assert db.get_alert(gone.id) is None
+    assert db.list_clips(gone.id) == [] and db.list_alert_actions(gone.id) == []
+    assert db.list_deliveries(gone.id) == []
+    assert db.stored_clip_bytes() == 50
+    assert [a.id for a in db.list_alerts()] == [keep.id] and len(db.list_clips(keep.id)) == 1
+    assert db.list_audit(target=f"alert:{gone.id}")  # the audit trail stays
+    assert db.delete_alert(gone.id) is None

@@ -1,0 +1,384 @@
+"""Alembic migrations of the metadata database, on SQLite and PostgreSQL (fixture `db_url` in conftest.py):
+upgrade from empty, ORM models == migrated schema, downgrade and upgrade again, adoption of a database made by
+the `create_all` schema of before migrations, and many processes migrating at once."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Engine,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    inspect,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+
+from storage import migrations
+from storage.metadata import AlertRecord, MetadataDB, UtcDateTime, make_engine, model_metadata, new_id
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_TABLES = {
+    "alembic_version",
+    "cameras",
+    "villages",
+    "grids",
+    "teams",
+    "users",
+    "events",
+    "alerts",
+    "alert_actions",
+    "clips",
+    "deliveries",
+    "audit_log",
+}
+T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def _tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def _schema_diffs(engine: Engine) -> list[Any]:
+    """What `alembic check` would report: differences between the ORM models and the database."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return list(compare_metadata(context, model_metadata()))
+
+
+def _check_constraints(engine: Engine) -> dict[str, set[str]]:
+    found = inspect(engine)
+    names = {
+        t: {c["name"] for c in found.get_check_constraints(t) if c["name"]} for t in found.get_table_names()
+    }
+    return {t: n for t, n in names.items() if n}
+
+
+def _model_check_constraints() -> dict[str, set[str]]:
+    """compare_metadata does not look at CHECK constraints: compare their names ourselves."""
+    expected: dict[str, set[str]] = {}
+    for table in model_metadata().tables.values():
+        for c in table.constraints:
+            if isinstance(c, CheckConstraint) and isinstance(c.name, str):
+                expected.setdefault(table.name, set()).add(c.name)
+    return expected
+
+
+def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> None:
+    db = MetadataDB(db_url)
+    assert db.schema_revision() is None
+    db.migrate()
+    assert db.schema_revision() == migrations.head_revision() == "0003"
+    assert _tables(engine) == ALL_TABLES
+    assert _schema_diffs(engine) == []
+    assert _check_constraints(engine) == _model_check_constraints()
+    db.migrate()  # idempotent
+    assert db.schema_revision() == migrations.head_revision()
+    with engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(
+            text("INSERT INTO users (id, name, role, created_at) VALUES ('u', 'U', 'root', :t)"), {"t": T0}
+        )
+    db.close()
+
+
+def test_downgrade_step_by_step_to_base_and_upgrade_again(db_url: str, engine: Engine) -> None:
+    db = MetadataDB(db_url)
+    db.migrate()
+    migrations.downgrade(engine, "0002")
+    assert db.schema_revision() == "0002"
+    assert _tables(engine) == {"alembic_version", "cameras", "alerts", "villages", "grids", "teams", "users"}
+    assert "event_id" not in {c["name"] for c in inspect(engine).get_columns("alerts")}
+    migrations.downgrade(engine, "0001")
+    assert _tables(engine) == {"alembic_version", "cameras", "alerts"}
+    migrations.downgrade(engine, "base")
+    assert _tables(engine) == {"alembic_version"}
+    assert db.schema_revision() is None
+    db.migrate()
+    assert _tables(engine) == ALL_TABLES
+    assert _schema_diffs(engine) == []
+    assert _check_constraints(engine) == _model_check_constraints()
+    db.close()
+
+
+def _alert(**overrides: Any) -> AlertRecord:
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "camera_id": "cam-01",
+        "village": "v01",
+        "grid": "g0101",
+        "label": "person",
+        "score": 0.9,
+        "bbox": (1.0, 2.0, 3.0, 4.0),
+        "created_at": T0,
+        "frame_time": T0,
+    }
+    return AlertRecord(**(values | overrides))
+
+
+def test_downgrade_of_the_evidence_tables_keeps_alerts(db_url: str, engine: Engine) -> None:
+    db = MetadataDB(db_url)
+    db.migrate()
+    alert = _alert(snapshot_key="snapshots/a.jpg", clip_status="stored", clip_key="clips/a.mp4")
+    db.add_alert(alert)
+    db.add_clip(alert.id, "clips/a.mp4")
+    migrations.downgrade(engine, "0002")  # on SQLite the alerts table is copied to drop event_id
+    db.migrate()
+    assert db.get_alert(alert.id) == alert
+    assert db.list_clips(alert.id) == []  # the clips table went with 0003's downgrade
+    db.close()
+
+
+# -- adopting a database made before migrations -------------------------------------------------
+
+
+def _legacy_metadata() -> MetaData:
+    """The schema `MetadataDB.create_schema()` made with `metadata.create_all` before migrations existed."""
+    meta = MetaData()
+    Table(
+        "cameras",
+        meta,
+        Column("id", String(128), primary_key=True),
+        Column("name", String(256), nullable=False),
+        Column("village", String(128), nullable=False, index=True),
+        Column("grid", String(128), nullable=False, index=True),
+        Column("url_redacted", String(2048), nullable=False),
+        Column("detect_fps", Float, nullable=False),
+        Column("enabled", Boolean, nullable=False),
+        Column("updated_at", UtcDateTime, nullable=False),
+    )
+    Table(
+        "alerts",
+        meta,
+        Column("id", String(32), primary_key=True),
+        Column("camera_id", String(128), nullable=False, index=True),
+        Column("village", String(128), nullable=False),
+        Column("grid", String(128), nullable=False),
+        Column("label", String(64), nullable=False),
+        Column("score", Float, nullable=False),
+        Column("bbox", JSON, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("frame_time", UtcDateTime, nullable=False),
+        Column("snapshot_key", String(1024)),
+        Column("clip_key", String(1024)),
+        Column("clip_status", String(16), nullable=False),
+        Column("clip_duration_s", Float),
+        Column("clip_error", Text),
+        Column("stream_time_s", Float),
+        Index("ix_alerts_created_at_id", "created_at", "id"),
+        Index("ix_alerts_grid_created_at", "grid", "created_at"),
+        CheckConstraint("clip_status IN ('pending', 'stored', 'failed')", name="ck_alerts_clip_status"),
+    )
+    return meta
+
+
+def _legacy_database(engine: Engine) -> list[str]:
+    """A create_all database with a camera and three alerts in it; returns the alert ids."""
+    legacy = _legacy_metadata()
+    legacy.create_all(engine)
+    ids = [new_id() for _ in range(3)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(legacy.tables["cameras"]),
+            [
+                {
+                    "id": "cam-01",
+                    "name": "Main road",
+                    "village": "v01",
+                    "grid": "g0101",
+                    "url_redacted": "rtsp://admin:***@10.0.0.1/s1",
+                    "detect_fps": 2.0,
+                    "enabled": True,
+                    "updated_at": T0,
+                }
+            ],
+        )
+        conn.execute(
+            insert(legacy.tables["alerts"]),
+            [
+                {
+                    "id": alert_id,
+                    "camera_id": "cam-01",
+                    "village": "v01",
+                    "grid": "g0101",
+                    "label": "person",
+                    "score": 0.5 + i / 10,
+                    "bbox": [1.0, 2.0, 3.0, 4.0],
+                    "created_at": T0.replace(minute=i),
+                    "frame_time": T0.replace(minute=i),
+                    "snapshot_key": f"snapshots/{alert_id}.jpg",
+                    "clip_key": f"clips/{alert_id}.mp4" if i else None,
+                    "clip_status": "stored" if i else "failed",
+                    "clip_duration_s": 12.5 if i else None,
+                    "clip_error": None if i else "camera disconnected",
+                    "stream_time_s": 3.25,
+                }
+                for i, alert_id in enumerate(ids)
+            ],
+        )
+    return ids
+
+
+def test_a_create_all_database_is_adopted_with_its_rows(db_url: str, engine: Engine) -> None:
+    ids = _legacy_database(engine)
+    assert _tables(engine) == {"cameras", "alerts"}
+    db = MetadataDB(db_url)
+    db.create_schema()  # the name gridwatch/runtime.py calls at start
+    assert db.schema_revision() == migrations.head_revision()
+    assert _tables(engine) == ALL_TABLES
+    assert _schema_diffs(engine) == []
+    assert _check_constraints(engine) == _model_check_constraints()
+
+    cams = db.list_cameras()
+    assert [(c.id, c.url_redacted, c.updated_at) for c in cams] == [
+        ("cam-01", "rtsp://admin:***@10.0.0.1/s1", T0)
+    ]
+    alerts = {a.id: a for a in db.list_alerts()}
+    assert sorted(alerts) == sorted(ids)
+    failed, stored = alerts[ids[0]], alerts[ids[2]]
+    assert (failed.clip_status, failed.clip_error, failed.clip_key) == ("failed", "camera disconnected", None)
+    assert (stored.clip_status, stored.clip_key, stored.clip_duration_s) == (
+        "stored",
+        f"clips/{ids[2]}.mp4",
+        12.5,
+    )
+    assert stored.created_at == T0.replace(minute=2) and stored.event_id is None
+    assert stored.bbox == (1.0, 2.0, 3.0, 4.0) and stored.stream_time_s == 3.25
+    # the adopted rows work with the new tables
+    db.add_clip(ids[2], f"clips/{ids[2]}.mp4")
+    db.add_alert_action(ids[2], "acknowledged")
+    deleted = db.delete_alert(ids[2])
+    assert deleted is not None and f"clips/{ids[2]}.mp4" in deleted.object_keys
+    db.migrate()
+    assert len(db.list_alerts()) == 2
+    db.close()
+
+
+def test_a_partial_schema_without_version_is_refused(db_url: str, engine: Engine) -> None:
+    legacy = _legacy_metadata()
+    legacy.tables["cameras"].create(engine)
+    with pytest.raises(RuntimeError, match="adopt"):
+        MetadataDB(db_url).migrate()
+
+
+# -- many processes at once ---------------------------------------------------------------------
+
+_MIGRATE = (
+    "import sys; from storage.metadata import MetadataDB; db = MetadataDB(sys.argv[1]); db.migrate(); "
+    "print(db.schema_revision())"
+)
+
+
+@contextmanager
+def _hold_migration_lock(db_url: str, engine: Engine) -> Iterator[Any]:
+    """Hold the lock `migrate()` takes; yields a function that counts the processes waiting for it."""
+    if engine.dialect.name == "postgresql":
+        url = engine.url
+        with psycopg.connect(
+            host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+        ) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (migrations.MIGRATION_LOCK_KEY,))
+
+            def waiting() -> int:
+                query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                row = conn.execute(query).fetchone()
+                return int(row[0]) if row else 0
+
+            yield waiting
+    else:
+        database = Path(engine.url.database or "")
+        database.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = database.with_name(database.name + ".migrate-lock")
+        with open(lock_path, "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            inode = lock_path.stat().st_ino
+
+            def waiting() -> int:  # blocked flock()s show in /proc/locks as "N: -> FLOCK ... dev:inode ..."
+                lines = Path("/proc/locks").read_text().splitlines()
+                return sum(1 for line in lines if "->" in line and f":{inode} " in line)
+
+            yield waiting
+
+
+def test_processes_starting_at_once_all_migrate(db_url: str, engine: Engine) -> None:
+    """Three processes start together while the migration lock is held (so they really do meet at the lock);
+    once it is released all of them succeed and the schema is at head exactly once."""
+    procs: list[subprocess.Popen[str]] = []
+    with _hold_migration_lock(db_url, engine) as waiting:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _MIGRATE, db_url],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 60
+        while waiting() < len(procs):
+            assert time.monotonic() < deadline, "the processes never queued on the migration lock"
+            assert all(p.poll() is None for p in procs), [
+                p.communicate() for p in procs if p.poll() is not None
+            ]
+            time.sleep(0.05)
+        assert _tables(engine) <= {"alembic_version"}  # nobody got past the lock
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert [out.strip() for out, _ in outputs] == ["0003"] * 3
+    assert _tables(engine) == ALL_TABLES
+    assert _schema_diffs(engine) == []
+
+
+def test_threads_migrating_at_once(db_url: str, engine: Engine) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work() -> None:
+        db = MetadataDB(db_url)
+        try:
+            start.wait()
+            db.migrate()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert _schema_diffs(engine) == []

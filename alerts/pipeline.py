@@ -23,6 +23,7 @@ from ingest.frames import Frame
 from ingest.source import ClipRequest
 from storage.metadata import AlertRecord, MetadataDB
 from storage.objectstore import ObjectStore
+from storage.spool import Spool, SpoolItem
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,13 @@ class OpenEvent:
 
 
 class AlertPipeline:
-    """Turns a frame's detections into alerts. Uploads run on a small pool, never in the detector thread."""
+    """Turns a frame's detections into alerts. Uploads never run in the detector thread.
+
+    With a `spool` (what the runtime uses) every snapshot and clip goes through it: the alert is published
+    at once with its (deterministic) snapshot key, and the database row and the `clip` bus message follow
+    when the spool has confirmed the upload (`on_spool_stored`). Without one, snapshots and clips are uploaded
+    directly and a failed clip upload is marked failed (kept for small tools and tests).
+    """
 
     def __init__(
         self,
@@ -58,11 +65,13 @@ class AlertPipeline:
         upload_workers: int = 2,
         zones: Mapping[str, Mapping[str, Zone]] | None = None,
         masks: Mapping[str, list[Zone]] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.rules = rules
         self.bus = bus
         self.db = db
         self.store = store
+        self.spool = spool
         self.places = places
         self.request_clip = request_clip
         self.pre_roll_s = pre_roll_s
@@ -181,6 +190,17 @@ class AlertPipeline:
         key = self.store.snapshot_key(frame.camera_id, created_at, alert_id)
         try:
             jpeg = encode_jpeg(draw_detections(frame.image, detections))
+            if self.spool is not None:
+                spooled = self.spool.put_bytes(
+                    "snapshot",
+                    key,
+                    jpeg,
+                    "image/jpeg",
+                    alert_id=alert_id,
+                    camera_id=frame.camera_id,
+                    tags={"camera": frame.camera_id},
+                )
+                return key if spooled is not None else None  # the row gets the key once it is uploaded
             self.store.put_bytes(key, jpeg, "image/jpeg", tags={"camera": frame.camera_id})
             self.db.set_snapshot(alert_id, key)
             return key
@@ -201,6 +221,9 @@ class AlertPipeline:
             self.db.set_clip(alert_id, key=None, status="failed", error=result.error)
             return
         key = self.store.clip_key(message.camera_id, datetime.fromisoformat(message.created_at), alert_id)
+        if self.spool is not None:
+            self._spool_clip(message, result, key)
+            return
         try:
             self.store.put_file(
                 key, result.path, "video/mp4", tags={"camera": message.camera_id, "label": message.label}
@@ -213,3 +236,72 @@ class AlertPipeline:
         self.db.set_clip(alert_id, key=key, status="stored", duration_s=result.duration_s)
         log.info("clip of alert %s stored: %s (%.1f s)", alert_id, key, result.duration_s)
         self._publish(dataclasses.replace(message, kind="clip", clip_key=key, bbox=None, frame_time=None))
+
+    # -- through the spool -------------------------------------------------------------------------
+    def _spool_clip(self, message: BusMessage, result: ClipResult, key: str) -> None:
+        assert self.spool is not None and result.path is not None
+        try:
+            item = self.spool.put_file(
+                "clip",
+                key,
+                result.path,
+                "video/mp4",
+                alert_id=message.alert_id,
+                camera_id=message.camera_id,
+                tags={"camera": message.camera_id, "label": message.label},
+                duration_s=result.duration_s,
+            )
+        finally:
+            result.path.unlink(missing_ok=True)
+        if item is None:
+            self.db.set_clip(
+                message.alert_id,
+                key=None,
+                status="failed",
+                error="not spooled: the local disk is full or failing",
+            )
+            return
+        log.info(
+            "clip of alert %s spooled (%.1f s, %d bytes)", message.alert_id, result.duration_s, item.size
+        )
+
+    def on_spool_stored(self, item: SpoolItem) -> None:
+        """The spool confirmed an upload: record it, and for a clip tell the bus."""
+        if item.kind == "snapshot":
+            self.db.set_snapshot(item.alert_id, item.key)
+            return
+        self.db.set_clip(item.alert_id, key=item.key, status="stored", duration_s=item.duration_s)
+        log.info("clip of alert %s stored: %s (%.1f s)", item.alert_id, item.key, item.duration_s or 0.0)
+        record = self.db.get_alert(item.alert_id)
+        if record is None:
+            return
+        created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
+        self._publish(
+            BusMessage(
+                alert_id=record.id,
+                kind="clip",
+                camera_id=record.camera_id,
+                village=record.village,
+                grid=record.grid,
+                label=record.label,
+                score=record.score,
+                created_at=created.astimezone(UTC).isoformat(),
+                snapshot_key=record.snapshot_key,
+                clip_key=item.key,
+            )
+        )
+
+    def on_spool_evicted(self, item: SpoolItem) -> None:
+        if item.kind == "clip":
+            self.db.set_clip(
+                item.alert_id, key=None, status="failed", error="evicted from the spool (disk quota)"
+            )
+
+    def on_spool_failed(self, item: SpoolItem) -> None:
+        if item.kind == "clip":
+            self.db.set_clip(
+                item.alert_id,
+                key=None,
+                status="failed",
+                error="upload refused by the store; the file is kept in the spool's failed/ directory",
+            )

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from detect.loop import DetectorLoop
     from ingest.frames import FrameSlot
     from ingest.source import CameraSource
+    from storage.spool import SpoolStats
 
 
 class RuntimeCollector(Collector):
@@ -25,11 +26,13 @@ class RuntimeCollector(Collector):
         slots: Mapping[str, FrameSlot],
         loop: Callable[[], DetectorLoop | None],
         alerts_by_label: Callable[[], Mapping[str, int]],
+        spool: Callable[[], SpoolStats | None] | None = None,
     ) -> None:
         self.sources = sources
         self.slots = slots
         self.loop = loop
         self.alerts_by_label = alerts_by_label
+        self.spool = spool
         self.state_changes: Counter[tuple[str, str, str]] = Counter()
 
     def on_state(self, change: StateChange) -> None:
@@ -49,6 +52,11 @@ class RuntimeCollector(Collector):
             "gridwatch_camera_last_packet_age_seconds", "Since the last packet", labels=labels
         )
         reconnects = CounterMetricFamily("gridwatch_camera_reconnects", "Reconnect attempts", labels=labels)
+        wakes = CounterMetricFamily(
+            "gridwatch_camera_bitstream_wakes",
+            "Idle P-frames large enough to switch the camera to full decode",
+            labels=labels,
+        )
         for camera_id, source in self.sources.items():
             for role, health in source.health().items():
                 for s in StreamState:
@@ -59,7 +67,8 @@ class RuntimeCollector(Collector):
                 if health.last_packet_age_s is not None:
                     age.add_metric([camera_id, role], health.last_packet_age_s)
                 reconnects.add_metric([camera_id, role], health.reconnects)
-        yield from (state, fps, decoded, bitrate, age, reconnects)
+                wakes.add_metric([camera_id, role], health.bitstream_wakes)
+        yield from (state, fps, decoded, bitrate, age, reconnects, wakes)
 
         changes = CounterMetricFamily(
             "gridwatch_camera_state_changes", "State changes by new state", labels=[*labels, "state"]
@@ -108,6 +117,11 @@ class RuntimeCollector(Collector):
                 "Frames of still cameras not run (refresh not due)",
                 value=loop.stats.skipped_still,
             )
+            yield CounterMetricFamily(
+                "gridwatch_detector_unchanged_skipped",
+                "Still refreshes put off because the picture had not changed",
+                value=loop.stats.skipped_unchanged,
+            )
             inputs = CounterMetricFamily(
                 "gridwatch_detector_model_inputs", "Images given to the models", labels=["kind"]
             )
@@ -118,6 +132,34 @@ class RuntimeCollector(Collector):
         for label, count in sorted(self.alerts_by_label().items()):
             alerts.add_metric([label], count)
         yield alerts
+        yield from self._spool_metrics()
+
+    def _spool_metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self.spool() if self.spool is not None else None
+        if stats is None:
+            return
+        yield GaugeMetricFamily(
+            "gridwatch_spool_items", "Clips and snapshots waiting for upload", stats.items
+        )
+        yield GaugeMetricFamily("gridwatch_spool_bytes", "Bytes waiting for upload in the spool", stats.bytes)
+        yield CounterMetricFamily(
+            "gridwatch_spool_uploads", "Uploads confirmed (read back, sha256 matched)", stats.uploads
+        )
+        yield CounterMetricFamily(
+            "gridwatch_spool_upload_failures",
+            "Failed upload attempts (retried ones included)",
+            stats.upload_failures,
+        )
+        yield CounterMetricFamily(
+            "gridwatch_spool_evictions",
+            "Spooled items evicted, oldest first, to stay within the quota",
+            stats.evictions,
+        )
+        yield CounterMetricFamily(
+            "gridwatch_spool_write_failures",
+            "Clips and snapshots the spool could not write (disk full or failing)",
+            stats.write_failures,
+        )
 
 
 def make_registry(collector: RuntimeCollector) -> CollectorRegistry:

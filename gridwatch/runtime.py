@@ -34,6 +34,7 @@ from ingest.state import StateChange
 from ingest.urls import redact_url
 from storage.metadata import CameraRecord, MetadataDB
 from storage.objectstore import ObjectStore
+from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Runtime:
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     db: MetadataDB | None = None
     store: ObjectStore | None = None
+    spool: Spool | None = None
     bus: AlertBus | None = None
     pipeline: AlertPipeline | None = None
     loop: DetectorLoop | None = None
@@ -97,6 +99,7 @@ class Runtime:
             self.slots,
             loop=lambda: self.loop,
             alerts_by_label=lambda: self.pipeline.alerts_by_label if self.pipeline else {},
+            spool=lambda: self.spool.stats if self.spool else None,
         )
 
         self.db = MetadataDB(s.database_url())
@@ -124,7 +127,15 @@ class Runtime:
             secure=s.s3.secure,
             region=s.s3.region,
         )
-        self.store.ensure_bucket()
+        # No ensure_bucket() here: the spool's uploader does it (and retries), so a worker starts and spools
+        # while the store is unreachable.
+        self.spool = Spool(
+            self.store,
+            s.spool_dir().resolve(),
+            s.spool.quota_mb * 1024 * 1024,
+            retry_initial_s=s.spool.retry_initial_s,
+            retry_max_s=s.spool.retry_max_s,
+        )
         self.bus = AlertBus.from_url(self.redis_url, s.redis.stream, s.redis.stream_maxlen)
         self._stack.callback(self.bus.close)
         self.status = CameraStatusPublisher(self.bus.client)
@@ -156,6 +167,9 @@ class Runtime:
                     auth_backoff_s=ing.auth_backoff_s,
                     keyframes_when_idle=ing.keyframes_when_idle,
                     active_hold_s=ing.active_hold_s,
+                    idle_keyframe_interval_s=ing.idle_keyframe_interval_s,
+                    wake_ratio=ing.wake_ratio,
+                    wake_hold_s=ing.wake_hold_s,
                 ),
                 slot,
                 clip_dir=data_dir / "clips-tmp",
@@ -185,7 +199,15 @@ class Runtime:
             post_roll_s=s.clips.post_roll_s,
             zones={c.id: {z.name: Zone(z.name, tuple(z.polygon)) for z in c.zones} for c in s.cameras},
             masks={c.id: [Zone(f"mask-{i}", tuple(m)) for i, m in enumerate(c.masks)] for c in s.cameras},
+            spool=self.spool,
         )
+        # Stopped after the pipeline (which hands it clips still being spooled), before the bus and database.
+        self.spool.start(
+            on_stored=self.pipeline.on_spool_stored,
+            on_evicted=self.pipeline.on_spool_evicted,
+            on_failed=self.pipeline.on_spool_failed,
+        )
+        self._stack.callback(self.spool.stop, s.spool.stop_grace_s)
         self._stack.callback(self.pipeline.close)
         self.loop = DetectorLoop(
             self.slots,
@@ -193,6 +215,7 @@ class Runtime:
             self._on_detections,
             max_batch=s.models.batch_size,
             refresh_s=s.models.still_refresh_s,
+            refresh_max_s=s.models.still_refresh_max_s,
             batch_timeout_s=s.models.batch_timeout_s,
             crops=CropPolicy(max_crops=s.models.max_crops) if s.models.region_crops else None,
             follow=self.pipeline.evaluator.following,

@@ -157,6 +157,13 @@ class ModelSettings(Section):
     still_refresh_s: float = Field(
         10.0, gt=0, description="Run the detectors on a camera where nothing moves at least this often"
     )
+    still_refresh_max_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Put the still refresh off up to this long while the picture has not changed since "
+        "the camera's last run (a 32x24 grey thumbnail compared cell by cell)",
+    )
     batch_timeout_s: float = Field(
         0.0,
         ge=0,
@@ -188,11 +195,53 @@ class IngestSettings(Section):
     auth_backoff_s: float = Field(60.0, ge=60, description="Reconnect delay after a refused password")
     keyframes_when_idle: bool = Field(True, description="Decode only keyframes while nothing moves")
     active_hold_s: float = Field(10.0, gt=0, description="Full decode this long after motion or an alert")
+    idle_keyframe_interval_s: float = Field(
+        2.0, ge=0, le=60, description="While idle, decode a keyframe at most this often (0: every keyframe)"
+    )
+    wake_ratio: float = Field(
+        3.0,
+        ge=0,
+        le=100,
+        description="Idle P-frames this many times larger than a still one switch to full decode at once "
+        "(a motion cue read off the compressed stream; 0: off)",
+    )
+    wake_hold_s: float = Field(2.0, gt=0, le=60, description="Full decode this long after such a wake")
+
+    @field_validator("wake_ratio")
+    @classmethod
+    def _ratio_above_one(cls, value: float) -> float:
+        if 0 < value <= 1:
+            raise ValueError("wake_ratio must be 0 (off) or above 1")
+        return value
 
 
 class ClipSettings(Section):
     pre_roll_s: float = Field(5.0, ge=0, le=60, description="Seconds of video kept before the alert")
     post_roll_s: float = Field(5.0, ge=0, le=300, description="Seconds of video kept after the alert")
+
+
+class SpoolSettings(Section):
+    """The on-disk spool every clip and snapshot passes through on its way to the object store."""
+
+    dir: Path | None = Field(
+        None, description="Spool directory (tmp/, ready/, failed/); empty: `spool` under the data directory"
+    )
+    quota_mb: int = Field(
+        2048,
+        ge=1,
+        description="Most MiB of clips and snapshots waiting for upload; beyond it the oldest are evicted",
+    )
+    retry_initial_s: float = Field(1.0, gt=0, le=60, description="First wait before retrying a failed upload")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, description="Longest wait between upload retries")
+    stop_grace_s: float = Field(
+        5.0, ge=0, le=300, description="At shutdown, keep uploading this long; the rest waits on disk"
+    )
+
+    @model_validator(mode="after")
+    def _backoff(self) -> SpoolSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must be at least retry_initial_s")
+        return self
 
 
 class RuleSettings(Section):
@@ -344,6 +393,7 @@ class Settings(Section):
     models: ModelSettings = ModelSettings()
     ingest: IngestSettings = IngestSettings()
     clips: ClipSettings = ClipSettings()
+    spool: SpoolSettings = SpoolSettings()
     simulator: SimulatorSettings | None = Field(None, description="Serve simulated cameras from this process")
     villages: list[VillageSettings] = Field(default_factory=list)
     grids: list[GridSettings] = Field(default_factory=list)
@@ -402,6 +452,9 @@ class Settings(Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def spool_dir(self) -> Path:
+        return self.spool.dir if self.spool.dir is not None else self.data_dir / "spool"
 
     def database_url(self) -> str:
         if self.database.url is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
@@ -29,11 +31,14 @@ class StorageError(Exception):
     False for answers that will not change on retry (bad credentials, missing bucket, ...).
     """
 
-    def __init__(self, message: str, *, key: str | None, endpoint: str, retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, key: str | None, endpoint: str, retryable: bool, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.endpoint = endpoint
         self.retryable = retryable
+        self.code = code  # the S3 error code ("NoSuchBucket", "AccessDenied", ...) when the store answered
 
 
 def _key_part(value: str, what: str) -> str:
@@ -122,7 +127,14 @@ class ObjectStore:
         except (MinioException, HTTPError, OSError, ValueError) as exc:
             self._fail("create bucket", None, exc)
 
-    def put_bytes(self, key: str, data: bytes, content_type: str, tags: dict[str, str] | None = None) -> None:
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        tags: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         try:
             self._client.put_object(
                 self.bucket,
@@ -131,13 +143,32 @@ class ObjectStore:
                 len(data),
                 content_type=content_type,
                 tags=_tags(tags),
+                metadata=_metadata(metadata),
             )
         except (MinioException, HTTPError, OSError, ValueError) as exc:
             self._fail("put", key, exc)
 
-    def put_file(self, key: str, path: Path, content_type: str, tags: dict[str, str] | None = None) -> None:
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        content_type: str,
+        tags: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+        part_size: int = 0,
+    ) -> None:
+        """Upload a file; above `part_size` (0: the SDK's choice, at least 5 MiB) as a multipart upload,
+        which S3 makes visible only once complete (an interrupted one leaves no object)."""
         try:
-            self._client.fput_object(self.bucket, key, str(path), content_type=content_type, tags=_tags(tags))
+            self._client.fput_object(
+                self.bucket,
+                key,
+                str(path),
+                content_type=content_type,
+                tags=_tags(tags),
+                metadata=_metadata(metadata),
+                part_size=part_size,
+            )
         except (MinioException, HTTPError, ValueError) as exc:
             self._fail("put", key, exc)
         except OSError as exc:
@@ -156,6 +187,74 @@ class ObjectStore:
             if response is not None:
                 response.close()
                 response.release_conn()
+
+    def sha256_of(self, key: str) -> str:
+        """Read the object back and hash it (streamed, so a large clip is never held in memory)."""
+        response: urllib3.BaseHTTPResponse | None = None
+        digest = hashlib.sha256()
+        try:
+            response = self._client.get_object(self.bucket, key)
+            for chunk in response.stream(1024 * 1024):
+                digest.update(chunk)
+        except (MinioException, HTTPError, OSError, ValueError) as exc:
+            self._fail("read back", key, exc)
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+        return digest.hexdigest()
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """The object's user metadata (`x-amz-meta-*`), names lower-case without the prefix."""
+        try:
+            stat = self._client.stat_object(self.bucket, key)
+        except (MinioException, HTTPError, OSError, ValueError) as exc:
+            self._fail("stat", key, exc)
+        prefix = "x-amz-meta-"
+        return {
+            name.lower()[len(prefix) :]: value
+            for name, value in (stat.metadata or {}).items()
+            if name.lower().startswith(prefix)
+        }
+
+    def incomplete_uploads(self, prefix: str) -> list[tuple[str, str, datetime | None]]:
+        """(key, upload id, initiated) of the multipart uploads under `prefix` not completed nor aborted.
+
+        The minio SDK (7.2) has no public call for this: it uses its `_list_multipart_uploads`.
+        """
+        found: list[tuple[str, str, datetime | None]] = []
+        marker: str | None = None
+        try:
+            while True:
+                result = self._client._list_multipart_uploads(
+                    self.bucket, prefix=prefix, key_marker=marker, max_uploads=1000
+                )
+                found += [(u.object_name, u.upload_id or "", u.initiated_time) for u in result.uploads]
+                if not result.is_truncated or not result.next_key_marker:
+                    return found
+                marker = result.next_key_marker
+        except (MinioException, HTTPError, OSError, ValueError) as exc:
+            self._fail("list multipart uploads under", prefix, exc)
+
+    def abort_incomplete_uploads(
+        self, prefixes: Iterable[str], *, keys: set[str], initiated_before: datetime
+    ) -> int:
+        """Abort unfinished multipart uploads under `prefixes` of `keys`, or begun before `initiated_before`
+        (others may be another worker's uploads in progress). Returns how many were aborted."""
+        aborted = 0
+        for prefix in prefixes:
+            for key, upload_id, initiated in self.incomplete_uploads(prefix):
+                if key not in keys and (initiated is None or initiated >= initiated_before):
+                    continue
+                try:
+                    self._client._abort_multipart_upload(self.bucket, key, upload_id)
+                except S3Error as exc:
+                    if exc.code != "NoSuchUpload":
+                        self._fail("abort the multipart upload of", key, exc)
+                except (MinioException, HTTPError, OSError, ValueError) as exc:
+                    self._fail("abort the multipart upload of", key, exc)
+                aborted += 1
+        return aborted
 
     def exists(self, key: str) -> bool:
         try:
@@ -209,6 +308,7 @@ class ObjectStore:
             key=key,
             endpoint=self.endpoint,
             retryable=_retryable(exc),
+            code=exc.code if isinstance(exc, S3Error) else None,
         ) from exc
 
 
@@ -217,6 +317,10 @@ def _retryable(exc: BaseException) -> bool:
         return exc.response.status >= 500
     # ServerError (5xx), InvalidResponseError, urllib3 network errors and OSError are worth retrying.
     return not isinstance(exc, ValueError)
+
+
+def _metadata(metadata: dict[str, str] | None) -> dict[str, str | list[str] | tuple[str]] | None:
+    return {f"x-amz-meta-{k}": v for k, v in metadata.items()} if metadata else None
 
 
 def _tags(tags: dict[str, str] | None) -> Tags | None:

@@ -6,7 +6,8 @@ Nothing here skips: a missing server, tool, model or clip is a test failure (`ma
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,30 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Make a real, tiny file system (a tmpfs of `size` bytes) for disk-full tests: writes get ENOSPC.
+
+    Mounting needs root (the test machines run the tests as root); elsewhere the test fails and says so.
+    """
+    mounts: list[Path] = []
+
+    def make(size: int) -> Path:
+        where = tmp_path / f"small-disk-{len(mounts)}"
+        where.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"cannot mount a {size}-byte tmpfs for a disk-full test (needs root): {done.stderr}")
+        mounts.append(where)
+        return where
+
+    yield make
+    for where in reversed(mounts):
+        subprocess.run(["umount", "--lazy", str(where)], check=False)

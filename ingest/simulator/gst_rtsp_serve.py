@@ -87,6 +87,10 @@ class Simulator:
         self.server = GstRtspServer.RTSPServer()
         self.server.set_address(HOST)
         self.server.set_service(str(int(spec.get("port", 0))))
+        # The default pool has 10 client threads, and a client that asks for a live mount waits in its thread
+        # until the mount's pipeline has prerolled: with more than 10 cameras connecting at once, the rest
+        # timed out (seen with 32 looping mounts). One thread per camera, as many cameras as a test opens.
+        self.server.get_thread_pool().set_max_threads(max(16, 2 * len(spec["mounts"])))
         self.children: list[subprocess.Popen[bytes]] = []
         self.auth = GstRtspServer.RTSPAuth()
         _offer_basic_and_digest(self.auth)

@@ -30,6 +30,7 @@ class BusMessage:
     ended_at: str | None = None  # kind "ended": when the object was last seen
     duration_s: float | None = None  # kind "ended": first to last sighting of the object
     best_score: float | None = None  # kind "ended": the best score over the object's whole event
+    sequence: int | None = None  # kind "clip": 0 for the alert's first clip, 1, 2... for continuations
 
     def fields(self) -> dict[str, str]:
         out: dict[str, str] = {
@@ -56,6 +57,8 @@ class BusMessage:
             out["duration_s"] = f"{self.duration_s:.2f}"
         if self.best_score is not None:
             out["best_score"] = f"{self.best_score:.4f}"
+        if self.sequence is not None:
+            out["sequence"] = str(self.sequence)
         return out
 
     @classmethod
@@ -81,6 +84,7 @@ class BusMessage:
             ended_at=f.get("ended_at"),
             duration_s=float(f["duration_s"]) if "duration_s" in f else None,
             best_score=float(f["best_score"]) if "best_score" in f else None,
+            sequence=int(f["sequence"]) if "sequence" in f else None,
         )
 
 

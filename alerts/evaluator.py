@@ -22,8 +22,10 @@ class FrameEvaluator:
         rules: RuleEngine,
         zones: Mapping[str, Mapping[str, Zone]] | None = None,
         masks: Mapping[str, list[Zone]] | None = None,
+        follow_grace_s: float = 1.5,
     ) -> None:
         self.rules = rules
+        self.follow_grace_s = follow_grace_s
         self.zones = zones or {}
         self.masks = masks or {}
         # Any detection that some rule would accept may start a track; weaker ones only extend tracks.
@@ -43,7 +45,12 @@ class FrameEvaluator:
             tracker = self._trackers[frame.camera_id] = Tracker(high_score=self._start_score)
         tracks = tracker.update(detections, now=frame.captured_at)
         self.tracks, self.ended = tracks, tracker.ended
-        self._following[frame.camera_id] = any(t.moved and not t.stationary for t in tracks)
+        # Follow a mover that stopped while the detector still sees it; one that has not been seen for
+        # `follow_grace_s` has most likely left (its track lives on for the tracker's max age, unfollowed).
+        self._following[frame.camera_id] = any(
+            t.moved and not t.stationary and frame.captured_at - t.last_seen <= self.follow_grace_s
+            for t in tracks
+        )
         meter = self._flicker.setdefault(frame.camera_id, FlickerMeter())
         seen = {t.id: t.box for t in tracks if t.last_seen == frame.captured_at}
         flicker = meter.update(frame.image, seen, live={t.id for t in tracks})
@@ -58,8 +65,9 @@ class FrameEvaluator:
         return detections, triggers
 
     def following(self, camera_id: str) -> bool:
-        """Whether the camera has an object in view that moved and has not settled (a person who stopped to
-        loiter): its frames are worth running even when the motion gate sees nothing."""
+        """Whether the camera has an object in view that moved, has not settled, and was seen in the last
+        `follow_grace_s` (a person who stopped to loiter): its frames are worth running even when the motion
+        gate sees nothing."""
         return self._following.get(camera_id, False)
 
     def _unmasked(self, camera_id: str, detections: Detections, width: int, height: int) -> Detections:

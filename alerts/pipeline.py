@@ -1,4 +1,10 @@
-"""From detections to stored, published alerts: rules -> row -> snapshot -> bus -> clip."""
+"""From detections to stored, published alerts: rules -> row -> snapshot -> bus -> clip.
+
+An alert's event follows its object's track. While the object is seen, the event extends its clip (the
+recording ends `post_roll_s` after the last sighting; the ingest side cuts it into continuation clips of
+at most `max_clip_s`) and keeps a copy of the best-scoring frame; when the event ends and that frame scored
+higher than the alert's, it replaces the snapshot (same key) and the thumbnail.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import cv2
+import numpy as np
+
 from alerts.bus import AlertBus, BusMessage
 from alerts.evaluator import FrameEvaluator
 from alerts.rules import RuleEngine, Trigger
@@ -18,12 +27,12 @@ from detect.annotate import draw_detections, encode_jpeg
 from detect.detections import Detections
 from detect.tracker import Track
 from detect.zones import Zone
-from ingest.clip import ClipResult
+from ingest.clip import ClipHandle, ClipResult
 from ingest.frames import Frame
 from ingest.source import ClipRequest
-from storage.metadata import AlertRecord, MetadataDB
+from storage.metadata import AlertRecord, ClipFacts, MetadataDB
 from storage.objectstore import ObjectStore
-from storage.spool import Spool, SpoolItem
+from storage.spool import Kind, Spool, SpoolItem
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,10 @@ class OpenEvent:
     message: BusMessage
     best_score: float
     last_seen: float
+    clip: ClipHandle | None = None  # the recording, extended while the object is seen
+    frame_score: float = 0.0  # the score of the object in the snapshot, or in `best_image`
+    best_image: np.ndarray | None = None  # a copy of a frame that beats the snapshot (one per event)
+    best_detections: Detections | None = None  # that frame's detections, drawn when it is stored
 
 
 class AlertPipeline:
@@ -66,6 +79,8 @@ class AlertPipeline:
         zones: Mapping[str, Mapping[str, Zone]] | None = None,
         masks: Mapping[str, list[Zone]] | None = None,
         spool: Spool | None = None,
+        max_clip_s: float = 120.0,
+        thumbnail_width: int = 320,
     ) -> None:
         self.rules = rules
         self.bus = bus
@@ -76,6 +91,8 @@ class AlertPipeline:
         self.request_clip = request_clip
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s
+        self.max_clip_s = max_clip_s
+        self.thumbnail_width = thumbnail_width
         self._uploads = ThreadPoolExecutor(max_workers=upload_workers, thread_name_prefix="upload")
         self.evaluator = FrameEvaluator(rules, zones, masks)
         self.alerts_created = 0
@@ -86,20 +103,46 @@ class AlertPipeline:
         """Track, evaluate the rules, return the ids of the alerts raised (called by the detector thread)."""
         detections, triggers = self.evaluator.evaluate(frame, detections)
         raised = [self._raise(frame, detections, trigger) for trigger in triggers]
-        self._follow_events(frame.camera_id)
+        self._follow_events(frame, detections)
         return raised
 
-    def _follow_events(self, camera_id: str) -> None:
+    def recording(self, camera_id: str) -> bool:
+        """Whether an open event of the camera is still being recorded (keep it in full decode)."""
+        return any(
+            event.clip is not None and not event.clip.finished
+            for (camera, _), events in self.events.items()
+            if camera == camera_id
+            for event in events
+        )
+
+    def _follow_events(self, frame: Frame, detections: Detections) -> None:
         """Events start with their alert, follow their object's track, and end when the track does."""
+        camera_id = frame.camera_id
         for track in self.evaluator.tracks:
-            for event in self.events.get((camera_id, track.id), []):
+            events = self.events.get((camera_id, track.id))
+            if not events:
+                continue
+            seen_now = track.last_seen == frame.captured_at
+            for event in events:
                 event.best_score = max(event.best_score, track.score)
                 event.last_seen = track.last_seen
+                if not seen_now:
+                    continue
+                if event.clip is not None:
+                    event.clip.extend(frame.time_s, frame.connection, frame.captured_at)
+                if track.score > event.frame_score:
+                    _keep_frame(event, frame.image, detections, track.score)
         for track in self.evaluator.ended:
             for event in self.events.pop((camera_id, track.id), []):
                 self._end_event(event, track)
 
     def _end_event(self, event: OpenEvent, track: Track) -> None:
+        if event.clip is not None:
+            event.clip.release()  # the recording ends post_roll_s after the last sighting
+        if event.best_image is not None and event.best_detections is not None:
+            image, found = event.best_image, event.best_detections
+            event.best_image = event.best_detections = None
+            self._uploads.submit(self._replace_snapshot, event.message, image, found, event.frame_score)
         duration = track.last_seen - track.first_seen
         log.info(
             "alert %s: the %s left or stopped being seen after %.1f s",
@@ -155,7 +198,7 @@ class AlertPipeline:
             frame.camera_id,
             place.grid,
         )
-        snapshot_key = self._store_snapshot(frame, detections, alert_id, created_at)
+        snapshot_key = self._store_snapshot(frame.camera_id, frame.image, detections, alert_id, created_at)
         message = BusMessage(
             alert_id=alert_id,
             kind="alert",
@@ -170,43 +213,86 @@ class AlertPipeline:
             frame_time=datetime.fromtimestamp(frame.captured_at, UTC).isoformat(),
         )
         self._publish(message)
-        event = OpenEvent(message, trigger.score, frame.captured_at)
-        self.events.setdefault((frame.camera_id, trigger.track_id), []).append(event)
-        self.request_clip(
-            frame.camera_id,
-            ClipRequest(
-                time_s=frame.time_s,
-                connection=frame.connection,
-                pre_roll_s=self.pre_roll_s,
-                post_roll_s=self.post_roll_s,
-                on_done=lambda result: self._uploads.submit(self._store_clip, message, result),
-            ),
+        request = ClipRequest(
+            time_s=frame.time_s,
+            connection=frame.connection,
+            pre_roll_s=self.pre_roll_s,
+            post_roll_s=self.post_roll_s,
+            on_done=lambda result: self._uploads.submit(self._store_clip, message, result),
+            wall_time=frame.captured_at,
+            max_clip_s=self.max_clip_s,
         )
+        event = OpenEvent(message, trigger.score, frame.captured_at, request.handle, trigger.score)
+        self.events.setdefault((frame.camera_id, trigger.track_id), []).append(event)
+        self.request_clip(frame.camera_id, request)
         return alert_id
 
     def _store_snapshot(
-        self, frame: Frame, detections: Detections, alert_id: str, created_at: datetime
+        self,
+        camera_id: str,
+        image: np.ndarray,
+        detections: Detections,
+        alert_id: str,
+        created_at: datetime,
     ) -> str | None:
-        key = self.store.snapshot_key(frame.camera_id, created_at, alert_id)
+        """The snapshot (boxes drawn) and its thumbnail; the snapshot's key, None if it was not kept."""
+        key = self.store.snapshot_key(camera_id, created_at, alert_id)
         try:
-            jpeg = encode_jpeg(draw_detections(frame.image, detections))
-            if self.spool is not None:
-                spooled = self.spool.put_bytes(
-                    "snapshot",
-                    key,
-                    jpeg,
-                    "image/jpeg",
-                    alert_id=alert_id,
-                    camera_id=frame.camera_id,
-                    tags={"camera": frame.camera_id},
-                )
-                return key if spooled is not None else None  # the row gets the key once it is uploaded
-            self.store.put_bytes(key, jpeg, "image/jpeg", tags={"camera": frame.camera_id})
-            self.db.set_snapshot(alert_id, key)
-            return key
+            drawn = draw_detections(image, detections)
+            stored = self._put_image("snapshot", key, encode_jpeg(drawn), alert_id, camera_id)
         except Exception:
-            log.exception("snapshot of alert %s (camera %s) not stored", alert_id, frame.camera_id)
+            log.exception("snapshot of alert %s (camera %s) not stored", alert_id, camera_id)
             return None
+        try:
+            thumbnail = encode_jpeg(_shrink(drawn, self.thumbnail_width), quality=80)
+            self._put_image(
+                "thumbnail",
+                self.store.thumbnail_key(camera_id, created_at, alert_id),
+                thumbnail,
+                alert_id,
+                camera_id,
+            )
+        except Exception:
+            log.exception("thumbnail of alert %s (camera %s) not stored", alert_id, camera_id)
+        return key if stored else None
+
+    def _put_image(self, kind: Kind, key: str, jpeg: bytes, alert_id: str, camera_id: str) -> bool:
+        """Through the spool (the row gets the key once it is uploaded), else straight to the store."""
+        if self.spool is not None:
+            item = self.spool.put_bytes(
+                kind,
+                key,
+                jpeg,
+                "image/jpeg",
+                alert_id=alert_id,
+                camera_id=camera_id,
+                tags={"camera": camera_id},
+            )
+            return item is not None
+        self.store.put_bytes(key, jpeg, "image/jpeg", tags={"camera": camera_id})
+        self._image_stored(kind, alert_id, key)
+        return True
+
+    def _image_stored(self, kind: str, alert_id: str, key: str) -> None:
+        if kind == "thumbnail":
+            self.db.set_thumbnail(alert_id, key)
+        else:
+            self.db.set_snapshot(alert_id, key)
+
+    def _replace_snapshot(
+        self, message: BusMessage, image: np.ndarray, detections: Detections, score: float
+    ) -> None:
+        """The event is over and a frame scored higher than the alert's: it becomes the snapshot (same key,
+        so links keep working) and the thumbnail (upload thread)."""
+        created_at = datetime.fromisoformat(message.created_at)
+        key = self._store_snapshot(message.camera_id, image, detections, message.alert_id, created_at)
+        log.info(
+            "alert %s: snapshot %s with the best frame of the event (score %.2f, alert %.2f)",
+            message.alert_id,
+            "replaced" if key else "NOT replaced",
+            score,
+            message.score,
+        )
 
     def _publish(self, message: BusMessage) -> None:
         try:
@@ -215,64 +301,54 @@ class AlertPipeline:
             log.exception("alert %s not published to the bus (it is in the database)", message.alert_id)
 
     def _store_clip(self, message: BusMessage, result: ClipResult) -> None:
-        alert_id = message.alert_id
+        """One clip file of the alert's recording (upload thread): a clips row, then the upload."""
+        alert_id, sequence = message.alert_id, result.sequence
         if result.path is None:
-            log.warning("alert %s has no clip: %s", alert_id, result.error)
-            self.db.set_clip(alert_id, key=None, status="failed", error=result.error)
+            log.warning("alert %s has no clip %d: %s", alert_id, sequence, result.error)
+            if sequence == 0:
+                self.db.set_clip(alert_id, key=None, status="failed", error=result.error)
             return
-        key = self.store.clip_key(message.camera_id, datetime.fromisoformat(message.created_at), alert_id)
-        if self.spool is not None:
-            self._spool_clip(message, result, key)
-            return
+        created_at = datetime.fromisoformat(message.created_at)
+        key = self.store.clip_key(message.camera_id, created_at, alert_id, sequence)
         try:
-            self.store.put_file(
-                key, result.path, "video/mp4", tags={"camera": message.camera_id, "label": message.label}
-            )
+            clip_id = self._add_clip_row(message, result, key, created_at)
+        except Exception:
+            log.exception("clip %d of alert %s: no clips row", sequence, alert_id)
+            clip_id = None
+        if self.spool is not None:
+            self._spool_clip(message, result, key, clip_id)
+            return
+        tags = {"camera": message.camera_id, "label": message.label}
+        try:
+            self.store.put_file(key, result.path, "video/mp4", tags=tags)
         except Exception as exc:
-            log.exception("clip of alert %s not uploaded", alert_id)
-            self.db.set_clip(alert_id, key=None, status="failed", error=str(exc))
+            log.exception("clip %d of alert %s not uploaded", sequence, alert_id)
+            self._clip_failed(alert_id, clip_id, sequence, str(exc))
             return
         result.path.unlink(missing_ok=True)
-        self.db.set_clip(alert_id, key=key, status="stored", duration_s=result.duration_s)
-        log.info("clip of alert %s stored: %s (%.1f s)", alert_id, key, result.duration_s)
-        self._publish(dataclasses.replace(message, kind="clip", clip_key=key, bbox=None, frame_time=None))
+        self._clip_stored(alert_id, clip_id, sequence, key, result.duration_s)
 
-    # -- through the spool -------------------------------------------------------------------------
-    def _spool_clip(self, message: BusMessage, result: ClipResult, key: str) -> None:
-        assert self.spool is not None and result.path is not None
-        try:
-            item = self.spool.put_file(
-                "clip",
-                key,
-                result.path,
-                "video/mp4",
-                alert_id=message.alert_id,
-                camera_id=message.camera_id,
-                tags={"camera": message.camera_id, "label": message.label},
-                duration_s=result.duration_s,
-            )
-        finally:
-            result.path.unlink(missing_ok=True)
-        if item is None:
-            self.db.set_clip(
-                message.alert_id,
-                key=None,
-                status="failed",
-                error="not spooled: the local disk is full or failing",
-            )
-            return
-        log.info(
-            "clip of alert %s spooled (%.1f s, %d bytes)", message.alert_id, result.duration_s, item.size
+    def _add_clip_row(self, message: BusMessage, result: ClipResult, key: str, created_at: datetime) -> str:
+        started = datetime.fromtimestamp(result.started_at, UTC) if result.started_at else created_at
+        facts = ClipFacts(
+            started_at=started,
+            duration_s=result.duration_s,
+            size_bytes=result.size_bytes,
+            sha256=result.sha256 or "",
+            codec=result.codec or "unknown",
         )
+        row = self.db.add_clip(message.alert_id, key, sequence=result.sequence, status="pending", facts=facts)
+        return row.id
 
-    def on_spool_stored(self, item: SpoolItem) -> None:
-        """The spool confirmed an upload: record it, and for a clip tell the bus."""
-        if item.kind == "snapshot":
-            self.db.set_snapshot(item.alert_id, item.key)
-            return
-        self.db.set_clip(item.alert_id, key=item.key, status="stored", duration_s=item.duration_s)
-        log.info("clip of alert %s stored: %s (%.1f s)", item.alert_id, item.key, item.duration_s or 0.0)
-        record = self.db.get_alert(item.alert_id)
+    def _clip_stored(
+        self, alert_id: str, clip_id: str | None, sequence: int, key: str, duration_s: float | None
+    ) -> None:
+        if clip_id is not None:
+            self.db.update_clip(clip_id, "stored")
+        if sequence == 0:  # the alert's clip summary (what the feed and the API show) is its first clip
+            self.db.set_clip(alert_id, key=key, status="stored", duration_s=duration_s)
+        log.info("clip %d of alert %s stored: %s (%.1f s)", sequence, alert_id, key, duration_s or 0.0)
+        record = self.db.get_alert(alert_id)
         if record is None:
             return
         created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
@@ -287,21 +363,87 @@ class AlertPipeline:
                 score=record.score,
                 created_at=created.astimezone(UTC).isoformat(),
                 snapshot_key=record.snapshot_key,
-                clip_key=item.key,
+                clip_key=key,
+                sequence=sequence,
             )
         )
 
+    def _clip_failed(
+        self, alert_id: str, clip_id: str | None, sequence: int | None, error: str, status: str = "failed"
+    ) -> None:
+        try:
+            if clip_id is not None:
+                self.db.update_clip(clip_id, "evicted" if status == "evicted" else "failed", error=error)
+            if not sequence:
+                self.db.set_clip(alert_id, key=None, status="failed", error=error)
+        except KeyError:
+            log.warning("alert %s is gone (retention?): clip %s not marked %s", alert_id, sequence, status)
+
+    # -- through the spool -------------------------------------------------------------------------
+    def _spool_clip(self, message: BusMessage, result: ClipResult, key: str, clip_id: str | None) -> None:
+        assert self.spool is not None and result.path is not None
+        try:
+            item = self.spool.put_file(
+                "clip",
+                key,
+                result.path,
+                "video/mp4",
+                alert_id=message.alert_id,
+                camera_id=message.camera_id,
+                tags={"camera": message.camera_id, "label": message.label},
+                duration_s=result.duration_s,
+                clip_id=clip_id,
+                sequence=result.sequence,
+            )
+        finally:
+            result.path.unlink(missing_ok=True)
+        if item is None:
+            error = "not spooled: the local disk is full or failing"
+            self._clip_failed(message.alert_id, clip_id, result.sequence, error)
+            return
+        log.info(
+            "clip %d of alert %s spooled (%.1f s, %d bytes)",
+            result.sequence,
+            message.alert_id,
+            result.duration_s,
+            item.size,
+        )
+
+    def on_spool_stored(self, item: SpoolItem) -> None:
+        """The spool confirmed an upload: record it, and for a clip tell the bus."""
+        try:
+            if item.kind != "clip":
+                self._image_stored(item.kind, item.alert_id, item.key)
+                return
+            self._clip_stored(item.alert_id, item.clip_id, item.sequence or 0, item.key, item.duration_s)
+        except KeyError:
+            log.warning("%s %s stored, but alert %s is gone (retention?)", item.kind, item.key, item.alert_id)
+
     def on_spool_evicted(self, item: SpoolItem) -> None:
         if item.kind == "clip":
-            self.db.set_clip(
-                item.alert_id, key=None, status="failed", error="evicted from the spool (disk quota)"
-            )
+            error = "evicted from the spool (disk quota)"
+            self._clip_failed(item.alert_id, item.clip_id, item.sequence, error, status="evicted")
 
     def on_spool_failed(self, item: SpoolItem) -> None:
         if item.kind == "clip":
-            self.db.set_clip(
-                item.alert_id,
-                key=None,
-                status="failed",
-                error="upload refused by the store; the file is kept in the spool's failed/ directory",
-            )
+            error = "upload refused by the store; the file is kept in the spool's failed/ directory"
+            self._clip_failed(item.alert_id, item.clip_id, item.sequence, error)
+
+
+def _keep_frame(event: OpenEvent, image: np.ndarray, detections: Detections, score: float) -> None:
+    """Keep a copy of `image` as the event's best frame, reusing the event's buffer when it fits."""
+    if event.best_image is not None and event.best_image.shape == image.shape:
+        np.copyto(event.best_image, image)
+    else:
+        event.best_image = image.copy()
+    event.best_detections = detections
+    event.frame_score = score
+
+
+def _shrink(image: np.ndarray, width: int) -> np.ndarray:
+    """`image` scaled down to `width` pixels wide (never up), aspect kept."""
+    height, current = image.shape[:2]
+    if current <= width:
+        return image
+    size = (width, max(1, round(height * width / current)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -381,14 +381,14 @@ def bench_rules(fire: bool) -> list[RuleSettings]:
 
 
 def gridwatch_settings(
-    site: Site, data_dir: Path, models_dir: Path, fire: bool, threads: int = 1
+    site: Site, data_dir: Path, models_dir: Path, fire: bool, threads: int = 1, workers: int = 2
 ) -> Settings:
     rules = bench_rules(fire)
     return Settings(
         data_dir=data_dir,
         log_level="WARNING",
         api=ApiSettings(enabled=False),
-        models=ModelSettings(dir=models_dir, threads=threads, fire_enabled=fire),
+        models=ModelSettings(dir=models_dir, threads=threads, inference_workers=workers, fire_enabled=fire),
         villages=[VillageSettings(id="bench", name="Bench village")],
         grids=[GridSettings(id="bench-1", name="Bench grid", village="bench")],
         cameras=[
@@ -415,7 +415,9 @@ def run_gridwatch(
     runtime: Runtime | None = None
     reader: BusReader | None = None
     try:
-        settings = gridwatch_settings(site, data_dir, models_dir, not args.no_fire, args.threads)
+        settings = gridwatch_settings(
+            site, data_dir, models_dir, not args.no_fire, args.threads, args.workers
+        )
         print(f"{tag} starting the runtime ({count} cameras) ...", flush=True)
         runtime = Runtime(settings).start()
         assert runtime.loop is not None and runtime.db is not None
@@ -788,6 +790,9 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=3.0, help="seconds to wait for in-flight alerts")
     parser.add_argument("--no-fire", action="store_true", help="fire/smoke model off (both loops)")
     parser.add_argument("--threads", type=int, default=1, help="GridWatch's inference threads per model")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="GridWatch's parallel model calls (models.inference_workers)"
+    )
     parser.add_argument("--min-coverage", type=float, default=0.9, help="share of detect_fps during bursts")
     parser.add_argument("--max-p95", type=float, default=2.0, help="p95 alert latency limit, seconds")
     parser.add_argument("--min-recall", type=float, default=0.9)
@@ -885,6 +890,7 @@ def _summary(
         "run_minutes": round((time.time() - started) / 60, 1),
         "fire_model": not args.no_fire,
         "gridwatch_model_threads": args.threads,
+        "gridwatch_inference_workers": args.workers,
         "scenes": [
             {"file": s.path.name, "people_from_s": s.burst_start_s, "to_s": s.burst_end_s, "loop_s": s.loop_s}
             for s in scenes

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,7 +61,8 @@ class DetectorLoop(threading.Thread):
     small regions are run as crops around them (small, far objects reach the model larger); every camera
     still gets a whole-frame run at least every `refresh_s`. `follow(camera)` true keeps a still camera's
     frames running (it has an object in view that moved and has not settled: a person who stopped).
-    `clock` (seconds) drives the refresh logic, so offline evaluations can run on stream time.
+    `clock` (seconds) drives the refresh logic, so offline evaluations can run on stream time. With
+    `workers` > 1 the models' calls for a batch run in parallel on that many inference threads.
 
     A refresh is put off, up to `refresh_max_s`, while the picture has not changed since the camera's last
     run: no cell of a 32x24 grey thumbnail moved by more than `unchanged_level` grey levels. Something that
@@ -82,6 +84,7 @@ class DetectorLoop(threading.Thread):
         follow: Callable[[str], bool] | None = None,
         refresh_max_s: float | None = None,
         unchanged_level: float = 8.0,
+        workers: int = 1,
     ) -> None:
         super().__init__(name="detector", daemon=True)
         self.slots = slots
@@ -96,6 +99,12 @@ class DetectorLoop(threading.Thread):
         self.follow = follow
         self.refresh_max_s = refresh_max_s  # None: never put off (the refresh comes every refresh_s)
         self.unchanged_level = unchanged_level
+        self.workers = max(1, workers)
+        self._pool = (
+            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="inference")
+            if self.workers > 1
+            else None
+        )
         self.stats = LoopStats()
         self._last_run: dict[str, float] = {}
         self._last_picture: dict[str, np.ndarray] = {}  # thumbnail of each camera's last run
@@ -114,18 +123,22 @@ class DetectorLoop(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
-        while not self._stop_event.is_set():
-            self._wake.clear()
-            batch = self.collect()
-            if not batch:
-                self._wake.wait(self.idle_wait_s)
-                continue
-            if len(batch) < self.max_batch and self.batch_timeout_s > 0:
-                batch = self._fill(batch)
-            for start in range(0, len(batch), self.max_batch):
-                self.process_batch(batch[start : start + self.max_batch])
-                if self._stop_event.is_set():
-                    return
+        try:
+            while not self._stop_event.is_set():
+                self._wake.clear()
+                batch = self.collect()
+                if not batch:
+                    self._wake.wait(self.idle_wait_s)
+                    continue
+                if len(batch) < self.max_batch and self.batch_timeout_s > 0:
+                    batch = self._fill(batch)
+                for start in range(0, len(batch), self.max_batch):
+                    self.process_batch(batch[start : start + self.max_batch])
+                    if self._stop_event.is_set():
+                        return
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
 
     def _fill(self, batch: list[Frame]) -> list[Frame]:
         """Wait up to the batch timeout for other cameras' frames (a newer frame of a camera replaces its
@@ -187,7 +200,7 @@ class DetectorLoop(threading.Thread):
         now = self.clock()
         whole = [self._whole_frame_due(f, now) for f in frames]
         try:
-            per_model = [self._run_model(d, frames, whole) for d in self.detectors]
+            per_model = self._run_models(frames, whole)
         except Exception:
             self.stats.errors += 1
             log.exception("detector failed on frames of %s", ", ".join(f.camera_id for f in frames))
@@ -214,8 +227,49 @@ class DetectorLoop(threading.Thread):
             return True
         return now - self._last_whole.get(frame.camera_id, -1e9) >= self.refresh_s
 
-    def _run_model(self, detector: Detector, frames: list[Frame], whole: list[bool]) -> list[Detections]:
-        """One model over the batch: each frame whole, or as crops around its motion regions."""
+    def _run_models(self, frames: list[Frame], whole: list[bool]) -> list[list[Detections]]:
+        """Every model over the batch: each frame whole, or as crops around its motion regions.
+
+        With `workers` > 1 the model calls (each model's inputs split into up to `workers` chunks) run on a
+        pool, so the models and the halves of a batch use the other cores: ONNX Runtime and OpenVINO release
+        the GIL while they infer. A detector with `thread_safe = False` runs on this thread.
+        """
+        plans = [self._plan(d, frames, whole) for d in self.detectors]
+        calls: list[tuple[Detector, list[np.ndarray]]] = []
+        for detector, (images, _owners) in zip(self.detectors, plans, strict=True):
+            size = self.max_batch
+            if self._pool is not None and getattr(detector, "thread_safe", True):
+                size = max(1, min(self.max_batch, -(-len(images) // self.workers)))
+            calls += [(detector, images[i : i + size]) for i in range(0, len(images), size)]
+        pooled = [
+            self._pool.submit(d.detect_batch, chunk)
+            if self._pool is not None and getattr(d, "thread_safe", True)
+            else None
+            for d, chunk in calls
+        ]
+        outputs = [
+            future.result() if future is not None else detector.detect_batch(chunk)
+            for (detector, chunk), future in zip(calls, pooled, strict=True)
+        ]
+        results: list[list[Detections]] = []
+        done = 0
+        for detector, (images, owners) in zip(self.detectors, plans, strict=True):
+            mine: list[Detections] = []
+            while len(mine) < len(images):
+                mine += outputs[done]
+                done += 1
+            self.stats.model_inputs += len(images)
+            self.stats.crop_inputs += sum(1 for _, crop in owners if crop is not None)
+            parts: list[list[tuple[Detections, Rect | None]]] = [[] for _ in frames]
+            for (i, crop), result in zip(owners, mine, strict=True):
+                parts[i].append((result, crop))
+            results.append([_from_crops(p, detector.names) for p in parts])
+        return results
+
+    def _plan(
+        self, detector: Detector, frames: list[Frame], whole: list[bool]
+    ) -> tuple[list[np.ndarray], list[tuple[int, Rect | None]]]:
+        """The model's inputs for the batch, each with its frame's index and its crop (None: whole frame)."""
         size = input_size(detector)
         images: list[np.ndarray] = []
         owners: list[tuple[int, Rect | None]] = []
@@ -231,15 +285,7 @@ class DetectorLoop(threading.Thread):
             for rect in plan:
                 images.append(frame.image[rect[1] : rect[3], rect[0] : rect[2]])
                 owners.append((i, rect))
-        outputs: list[Detections] = []
-        for start in range(0, len(images), self.max_batch):
-            outputs += detector.detect_batch(images[start : start + self.max_batch])
-        self.stats.model_inputs += len(images)
-        self.stats.crop_inputs += sum(1 for _, crop in owners if crop is not None)
-        parts: list[list[tuple[Detections, Rect | None]]] = [[] for _ in frames]
-        for (i, crop), result in zip(owners, outputs, strict=True):
-            parts[i].append((result, crop))
-        return [_from_crops(p, detector.names) for p in parts]
+        return images, owners
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ class AlertOut(BaseModel):
     bbox: list[float]
     created_at: datetime
     snapshot_url: str | None
+    thumbnail_url: str | None
     clip_url: str | None
     clip_status: str
     clip_duration_s: float | None
@@ -103,6 +104,7 @@ def _alert_out(alert: AlertRecord) -> AlertOut:
         bbox=list(alert.bbox),
         created_at=alert.created_at,
         snapshot_url=f"{base}/snapshot" if alert.snapshot_key else None,
+        thumbnail_url=f"{base}/thumbnail" if alert.thumbnail_key else None,
         clip_url=f"{base}/clip" if alert.clip_key else None,
         clip_status=alert.clip_status,
         clip_duration_s=alert.clip_duration_s,
@@ -176,6 +178,13 @@ def create_app(state: AppState) -> FastAPI:
         if not alert.snapshot_key:
             raise HTTPException(status_code=404, detail="this alert has no snapshot")
         return RedirectResponse(s.store.presigned_get(alert.snapshot_key, s.presign), status_code=307)
+
+    @app.get("/api/v1/alerts/{alert_id}/thumbnail", status_code=307)
+    def get_thumbnail(alert_id: str, s: State) -> RedirectResponse:
+        alert = _get(s, alert_id)
+        if not alert.thumbnail_key:
+            raise HTTPException(status_code=404, detail="this alert has no thumbnail")
+        return RedirectResponse(s.store.presigned_get(alert.thumbnail_key, s.presign), status_code=307)
 
     @app.get("/api/v1/alerts/{alert_id}/clip", status_code=307)
     def get_clip(alert_id: str, s: State) -> RedirectResponse:

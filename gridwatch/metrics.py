@@ -27,12 +27,14 @@ class RuntimeCollector(Collector):
         loop: Callable[[], DetectorLoop | None],
         alerts_by_label: Callable[[], Mapping[str, int]],
         spool: Callable[[], SpoolStats | None] | None = None,
+        retention: Callable[[], Mapping[str, int] | None] | None = None,
     ) -> None:
         self.sources = sources
         self.slots = slots
         self.loop = loop
         self.alerts_by_label = alerts_by_label
         self.spool = spool
+        self.retention = retention
         self.state_changes: Counter[tuple[str, str, str]] = Counter()
 
     def on_state(self, change: StateChange) -> None:
@@ -133,6 +135,29 @@ class RuntimeCollector(Collector):
             alerts.add_metric([label], count)
         yield alerts
         yield from self._spool_metrics()
+        yield from self._retention_metrics()
+
+    def _retention_metrics(self) -> Iterable[CounterMetricFamily]:
+        totals = self.retention() if self.retention is not None else None
+        if totals is None:
+            return
+        yield CounterMetricFamily(
+            "gridwatch_retention_sweeps", "Retention sweeps run", totals.get("sweeps", 0)
+        )
+        deleted = CounterMetricFamily(
+            "gridwatch_retention_deleted", "Alerts deleted by retention", labels=["reason"]
+        )
+        deleted.add_metric(["age"], totals.get("deleted_by_age", 0))
+        deleted.add_metric(["size"], totals.get("deleted_by_size", 0))
+        yield deleted
+        yield CounterMetricFamily(
+            "gridwatch_retention_freed_bytes", "Bytes retention freed", totals.get("bytes_freed", 0)
+        )
+        yield CounterMetricFamily(
+            "gridwatch_retention_errors",
+            "Alerts kept because an object could not be deleted (retried at the next sweep)",
+            totals.get("errors", 0),
+        )
 
     def _spool_metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         stats = self.spool() if self.spool is not None else None

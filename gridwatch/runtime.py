@@ -34,6 +34,7 @@ from ingest.state import StateChange
 from ingest.urls import redact_url
 from storage.metadata import CameraRecord, MetadataDB
 from storage.objectstore import ObjectStore
+from storage.retention import RetentionPolicy, RetentionSweeper
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Runtime:
     db: MetadataDB | None = None
     store: ObjectStore | None = None
     spool: Spool | None = None
+    retention: RetentionSweeper | None = None
     bus: AlertBus | None = None
     pipeline: AlertPipeline | None = None
     loop: DetectorLoop | None = None
@@ -100,6 +102,7 @@ class Runtime:
             loop=lambda: self.loop,
             alerts_by_label=lambda: self.pipeline.alerts_by_label if self.pipeline else {},
             spool=lambda: self.spool.stats if self.spool else None,
+            retention=lambda: self.retention.totals if self.retention else None,
         )
 
         self.db = MetadataDB(s.database_url())
@@ -200,6 +203,8 @@ class Runtime:
             zones={c.id: {z.name: Zone(z.name, tuple(z.polygon)) for z in c.zones} for c in s.cameras},
             masks={c.id: [Zone(f"mask-{i}", tuple(m)) for i, m in enumerate(c.masks)] for c in s.cameras},
             spool=self.spool,
+            max_clip_s=s.clips.max_clip_s,
+            thumbnail_width=s.clips.thumbnail_width,
         )
         # Stopped after the pipeline (which hands it clips still being spooled), before the bus and database.
         self.spool.start(
@@ -209,6 +214,9 @@ class Runtime:
         )
         self._stack.callback(self.spool.stop, s.spool.stop_grace_s)
         self._stack.callback(self.pipeline.close)
+        if s.retention.enabled:
+            policy = RetentionPolicy(**s.retention.model_dump(exclude={"enabled"}))
+            self.retention = self._stack.enter_context(RetentionSweeper(self.db, self.store, policy))
         self.loop = DetectorLoop(
             self.slots,
             self.detectors,
@@ -216,6 +224,7 @@ class Runtime:
             max_batch=s.models.batch_size,
             refresh_s=s.models.still_refresh_s,
             refresh_max_s=s.models.still_refresh_max_s,
+            workers=s.models.inference_workers,
             batch_timeout_s=s.models.batch_timeout_s,
             crops=CropPolicy(max_crops=s.models.max_crops) if s.models.region_crops else None,
             follow=self.pipeline.evaluator.following,
@@ -271,11 +280,15 @@ class Runtime:
             self.status.publish(change)
 
     def _on_detections(self, frame: Frame, detections: Detections) -> None:
-        """Alerts, then: while the camera follows a mover (even one standing still now), decode in full."""
+        """Alerts, then: while the camera follows a mover (even one standing still now) or records an
+        event (a long one included: its clip goes on while the object is seen), decode in full."""
         assert self.pipeline is not None
         self.pipeline.handle(frame, detections)
         source = self.sources.get(frame.camera_id)
-        if source is not None and self.pipeline.evaluator.following(frame.camera_id):
+        camera = frame.camera_id
+        if source is not None and (
+            self.pipeline.evaluator.following(camera) or self.pipeline.recording(camera)
+        ):
             source.hold_active(self.settings.ingest.active_hold_s)
 
     def _request_clip(self, camera_id: str, request: ClipRequest) -> None:

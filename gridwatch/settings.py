@@ -154,6 +154,13 @@ class ModelSettings(Section):
         "f32", description="OpenVINO precision hint: bf16 is about twice as fast on CPUs that support it"
     )
     batch_size: int = Field(4, ge=1, le=64, description="Frames of different cameras run in one model call")
+    inference_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Model calls run in parallel (the models, and the halves of a batch, on this many "
+        "threads; each call uses `threads` threads): about one per core",
+    )
     still_refresh_s: float = Field(
         10.0, gt=0, description="Run the detectors on a camera where nothing moves at least this often"
     )
@@ -216,8 +223,28 @@ class IngestSettings(Section):
 
 
 class ClipSettings(Section):
+    """A clip records its event: from the pre-roll before the alert until the post-roll after the event's
+    object was last seen, cut into continuation clips of at most `max_clip_s`."""
+
     pre_roll_s: float = Field(5.0, ge=0, le=60, description="Seconds of video kept before the alert")
-    post_roll_s: float = Field(5.0, ge=0, le=300, description="Seconds of video kept after the alert")
+    post_roll_s: float = Field(
+        5.0, ge=0, le=300, description="Seconds of video kept after the event's object was last seen"
+    )
+    max_clip_s: float = Field(
+        120.0,
+        ge=2,
+        le=3600,
+        description="Longest clip file; a longer event goes on in continuation clips (cut at keyframes)",
+    )
+    thumbnail_width: int = Field(
+        320, ge=32, le=1920, description="Width in pixels of the alert's thumbnail JPEG for the feed"
+    )
+
+    @model_validator(mode="after")
+    def _pre_roll_fits(self) -> ClipSettings:
+        if self.max_clip_s <= self.pre_roll_s:
+            raise ValueError("max_clip_s must be longer than pre_roll_s (the first clip holds the pre-roll)")
+        return self
 
 
 class SpoolSettings(Section):
@@ -242,6 +269,49 @@ class SpoolSettings(Section):
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("retry_max_s must be at least retry_initial_s")
         return self
+
+
+class RetentionSettings(Section):
+    """Our own sweeper deletes old alerts with their clips and snapshots, keeping rows and objects consistent
+    (server lifecycle rules are not enforced reliably): by age per label, and oldest first, whatever the
+    label, while the stored total is above `max_total_gb`. The fields other than `enabled` are those of
+    `storage.retention.RetentionPolicy`: `RetentionPolicy(**settings.model_dump(exclude={"enabled"}))`."""
+
+    enabled: bool = Field(
+        True, description="Run the retention sweeper (off: nothing is ever deleted, the store only grows)"
+    )
+    max_age_days: dict[str, float] = Field(
+        default_factory=lambda: {"fire": 365.0, "smoke": 365.0},
+        description="Days alerts of a label are kept, e.g. {person: 30, fire: 365}",
+    )
+    default_max_age_days: float = Field(
+        30.0, gt=0, description="Days alerts of labels not in max_age_days are kept"
+    )
+    max_total_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Most GiB of clips and snapshots kept; above it the oldest alerts are deleted first, "
+        "whatever their label (empty: no size limit)",
+    )
+    interval_s: float = Field(3600.0, ge=10, le=7 * 86_400, description="Seconds between sweeps")
+    snapshot_bytes: int = Field(
+        200_000,
+        ge=0,
+        le=100_000_000,
+        description="Bytes a stored snapshot counts for in the total (snapshot sizes are not recorded)",
+    )
+    batch_size: int = Field(500, ge=1, le=1000, description="Alerts fetched per query during a sweep")
+    max_alerts_per_sweep: int = Field(
+        5000, ge=1, description="Most alerts one sweep deletes; the next sweep follows at once"
+    )
+
+    @field_validator("max_age_days")
+    @classmethod
+    def _ages_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [label for label, days in value.items() if not label or not days > 0]
+        if bad:
+            raise ValueError(f"max ages must be > 0 days, with a label; not so for {bad}")
+        return value
 
 
 class RuleSettings(Section):
@@ -394,6 +464,7 @@ class Settings(Section):
     ingest: IngestSettings = IngestSettings()
     clips: ClipSettings = ClipSettings()
     spool: SpoolSettings = SpoolSettings()
+    retention: RetentionSettings = RetentionSettings()
     simulator: SimulatorSettings | None = Field(None, description="Serve simulated cameras from this process")
     villages: list[VillageSettings] = Field(default_factory=list)
     grids: list[GridSettings] = Field(default_factory=list)

@@ -1,8 +1,14 @@
-"""Clips: ring pre-roll plus post-roll packets remuxed into MP4 without re-encoding."""
+"""Clips: ring pre-roll plus post-roll packets remuxed into MP4 without re-encoding.
+
+A clip request is a recording that lasts as long as its event: the requester holds a `ClipHandle` and
+extends it each time the event's object is seen; the stream loop closes the file `post_roll_s` after the
+last sighting, and cuts long recordings into continuation files (sequence 0, 1, 2...) at keyframes.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +30,68 @@ class ClipResult:
     sha256: str | None
     codec: str | None
     error: str | None = None
+    sequence: int = 0  # 0: the first file of a recording; 1, 2...: its continuations
+    started_at: float | None = None  # wall clock (epoch seconds) of the file's first frame, when known
+    stream_start_s: float | None = None  # stream time of its first frame on `connection` (exact, for tiling)
+    connection: int | None = None  # the source connection the file was recorded from
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Where a frame of the event lies: on the detect stream (`time_s` of `connection`) and on the clock."""
+
+    time_s: float
+    connection: int
+    wall_time: float  # 0.0: unknown (then only a clip of the same detect connection can place it)
+
+
+class ClipHandle:
+    """The requester's side of one recording; every method is thread-safe.
+
+    `extend()` each time the event's object is seen: the recording then runs until that sighting plus the
+    post-roll. `release()` when the event ends: no more extensions, the recording finishes at its last
+    sighting plus the post-roll. `finished` is set by the stream loop once no clip file can follow.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: Sighting | None = None
+        self._released = False
+        self._finished = threading.Event()
+
+    def extend(self, time_s: float, connection: int, wall_time: float) -> None:
+        with self._lock:
+            if self._released:
+                return
+            last = self._last
+            if last is None or (connection, time_s) >= (last.connection, last.time_s):
+                self._last = Sighting(time_s, connection, wall_time)
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+
+    @property
+    def released(self) -> bool:
+        with self._lock:
+            return self._released
+
+    @property
+    def last(self) -> Sighting | None:
+        with self._lock:
+            return self._last
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the stream loop has closed the recording's last file (True), at most `timeout` s."""
+        return self._finished.wait(timeout)
+
+    def mark_finished(self) -> None:
+        """Called by the stream loop: the recording is over."""
+        self._finished.set()
 
 
 class ClipWriter:
@@ -44,12 +112,14 @@ class ClipWriter:
         self._last_dts: int | None = None
         self._frame_duration = 0
         self.packets = 0
+        self.start_time_s: float | None = None  # stream time of the first packet written (a keyframe)
 
     def write(self, packet: RingPacket) -> None:
         if self._first_pts is None:
             if not packet.is_keyframe:
                 return
             self._first_pts = packet.pts
+            self.start_time_s = packet.time_s
         pts = packet.pts - self._first_pts
         dts = (packet.dts - self._first_pts) if packet.dts is not None else pts
         if self._last_dts is not None and dts <= self._last_dts:
@@ -88,12 +158,17 @@ class ClipWriter:
         if self.packets == 0:
             self.path.unlink(missing_ok=True)
             return ClipResult(None, 0.0, 0, 0, None, self._codec, error="no keyframe arrived for the clip")
-        data = self.path.read_bytes()
+        digest = hashlib.sha256()
+        size = 0
+        with open(self.path, "rb") as written:  # streamed: a long clip is never held in memory
+            while chunk := written.read(1024 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
         return ClipResult(
             path=self.path,
             duration_s=duration,
             packets=self.packets,
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
+            size_bytes=size,
+            sha256=digest.hexdigest(),
             codec=self._codec,
         )

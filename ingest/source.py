@@ -14,6 +14,7 @@ decode; the switch replays the ring from the last keyframe through the decoder, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import random
@@ -27,7 +28,7 @@ from typing import Any
 
 import av
 
-from ingest.clip import ClipResult, ClipWriter
+from ingest.clip import ClipHandle, ClipResult, ClipWriter
 from ingest.errors import ErrorKind, classify_open_error, describe_error, url_secrets
 from ingest.frames import Frame, FrameSlot, MotionFunction, MotionResult
 from ingest.health import RateMeter, StreamHealth
@@ -64,9 +65,13 @@ class SourceConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClipRequest:
-    """Record from the keyframe nearest `time_s - pre_roll_s` until `time_s + post_roll_s`.
+    """Record from the keyframe nearest `time_s - pre_roll_s` until `post_roll_s` after the event's last
+    sighting (`handle.extend()`; without one, `time_s` itself).
 
-    `time_s`/`connection` locate the event on the detect stream; `wall_time` locates it on another stream.
+    `time_s`/`connection` locate the event on the detect stream; `wall_time` locates it on another stream
+    (the record stream, or the detect stream after a reconnect). With `max_clip_s` > 0 a recording is cut at
+    the last keyframe that keeps a file within it and goes on in a continuation file (sequence 1, 2...) that
+    starts with that keyframe. `on_done` gets every file (`ClipResult.sequence`) and every failure.
     """
 
     time_s: float
@@ -75,13 +80,27 @@ class ClipRequest:
     post_roll_s: float
     on_done: Callable[[ClipResult], object]
     wall_time: float = 0.0
+    max_clip_s: float = 0.0
+    handle: ClipHandle = field(default_factory=ClipHandle, compare=False)
+
+
+# A recording between files (its object unseen for longer than the post-roll, or its camera reconnecting)
+# whose event neither comes back nor ends within this long is given up.
+IDLE_RECORDING_S = 60.0
 
 
 @dataclass(slots=True)
-class _ActiveClip:
+class _Recording:
+    """One clip request in progress: at most one open file at a time, on one connection."""
+
     request: ClipRequest
-    writer: ClipWriter
-    end_s: float
+    sequence: int = 0  # of the open file, or of the next one
+    writer: ClipWriter | None = None
+    connection: int = 0  # of the open file, or of the last one
+    resume_s: float | None = None  # where the last file stopped (its first packet left out), on `connection`
+    written: RingPacket | None = None  # the newest packet the open file got from the ring when it opened
+    idle_since: float = 0.0  # monotonic; when the last file closed with the event still open
+    done: bool = False
 
 
 @dataclass(slots=True)
@@ -98,7 +117,8 @@ class _Connection:
     first_pts: int | None = None
     wall_offset: float | None = None  # min(wall - time_s): maps wall clock to this connection's time
     last_packet: float = 0.0  # monotonic
-    clips: list[_ActiveClip] = field(default_factory=list)
+    last_key_s: float | None = None  # stream time of the newest keyframe (clips: the GOP length)
+    gop_s: float = 0.0
     error: BaseException | None = None
     error_kind: ErrorKind | None = None
     error_text: str | None = None
@@ -131,6 +151,8 @@ class StreamLoop(threading.Thread):
         self._clip_dir = clip_dir
         self.machine = StateMachine(config.camera_id, role, on_state)
         self._clip_requests: queue.Queue[ClipRequest] = queue.Queue()
+        self._recordings: list[_Recording] = []  # under _clip_lock (any connection's reader, the loop)
+        self._clip_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._conn: _Connection | None = None
         self._connections = 0
@@ -225,6 +247,7 @@ class StreamLoop(threading.Thread):
                 self._stop_event.wait(delay)
                 self.reconnects += 1
         finally:
+            self._end_recordings()  # stopped between connections: nothing else would end them
             self.machine.move(StreamState.STOPPED)
 
     def _connect_and_watch(self) -> _Connection:
@@ -420,54 +443,184 @@ class StreamLoop(threading.Thread):
     # -- clips (called under conn.lock) ---------------------------------------------------------------
 
     def _serve_clips(self, conn: _Connection, newest: RingPacket) -> None:
-        while True:
-            try:
-                request = self._clip_requests.get_nowait()
-            except queue.Empty:
-                break
-            self._start_clip(conn, request)
-        for clip in conn.clips:
-            if newest.time_s <= clip.end_s:
-                clip.writer.write(newest)
-        self._finish_clips(conn, force=False, now_s=newest.time_s)
-
-    def _event_time(self, conn: _Connection, request: ClipRequest) -> float | None:
-        if self.decode and request.connection == conn.number:
-            return request.time_s
-        if request.wall_time and conn.wall_offset is not None:
-            return request.wall_time - conn.wall_offset
-        return None
-
-    def _start_clip(self, conn: _Connection, request: ClipRequest) -> None:
-        event_s = self._event_time(conn, request)
-        if event_s is None:
-            request.on_done(ClipResult(None, 0, 0, 0, None, None, error="camera reconnected before the clip"))
-            return
-        name = f"{self.config.camera_id}-{conn.number}-{event_s:.3f}-{id(request):x}.mp4"
-        writer = ClipWriter(self._clip_dir / name, conn.stream)
-        for packet in self.ring.since_keyframe_near(event_s - request.pre_roll_s, conn.number)[:-1]:
-            writer.write(packet)
-        conn.clips.append(_ActiveClip(request, writer, event_s + request.post_roll_s))
-
-    def _finish_clips(self, conn: _Connection, force: bool, now_s: float = 0.0) -> None:
-        keep: list[_ActiveClip] = []
-        for clip in conn.clips:
-            if force or now_s > clip.end_s:
-                result = clip.writer.close()
-                try:
-                    clip.request.on_done(result)
-                except Exception:
-                    log.exception("clip callback failed for camera %s", self.config.camera_id)
-            else:
-                keep.append(clip)
-        conn.clips = keep
-        if force and self._stop_event.is_set():
+        if newest.is_keyframe:
+            if conn.last_key_s is not None:
+                conn.gop_s = newest.time_s - conn.last_key_s
+            conn.last_key_s = newest.time_s
+        with self._clip_lock:
             while True:
                 try:
                     request = self._clip_requests.get_nowait()
                 except queue.Empty:
                     break
-                request.on_done(ClipResult(None, 0, 0, 0, None, None, error="camera source stopped"))
+                self._start_recording(conn, request, newest)
+            for recording in self._recordings:
+                self._advance(conn, recording, newest)
+            self._drop_done()
+
+    def _event_time(
+        self, conn: _Connection, time_s: float, connection: int, wall_time: float
+    ) -> float | None:
+        if self.decode and connection == conn.number:
+            return time_s
+        if wall_time and conn.wall_offset is not None:
+            return wall_time - conn.wall_offset
+        return None
+
+    def _end_s(self, conn: _Connection, request: ClipRequest) -> float | None:
+        """Stream time on `conn` where the recording stops for now: the last sighting plus the post-roll."""
+        seen = request.handle.last
+        if seen is None:
+            event_s = self._event_time(conn, request.time_s, request.connection, request.wall_time)
+        else:
+            event_s = self._event_time(conn, seen.time_s, seen.connection, seen.wall_time)
+        return None if event_s is None else event_s + request.post_roll_s
+
+    def _start_recording(self, conn: _Connection, request: ClipRequest, newest: RingPacket) -> None:
+        event_s = self._event_time(conn, request.time_s, request.connection, request.wall_time)
+        if event_s is None:
+            self._report(
+                request, ClipResult(None, 0, 0, 0, None, None, error="camera reconnected before the clip")
+            )
+            request.handle.mark_finished()
+            return
+        recording = _Recording(request, connection=conn.number)
+        self._recordings.append(recording)
+        pre_roll = self.ring.since_keyframe_near(event_s - request.pre_roll_s, conn.number)
+        self._open_file(conn, recording, pre_roll)
+
+    def _advance(self, conn: _Connection, recording: _Recording, newest: RingPacket) -> None:
+        """One packet for one recording: write it, cut a continuation at a keyframe, stop, or resume."""
+        request = recording.request
+        if recording.done:
+            return
+        writer = recording.writer
+        if writer is not None and recording.connection != conn.number:
+            return  # an abandoned connection's file: closed when that connection finishes
+        if recording.written is newest:
+            return  # written when the file was opened
+        end_s = self._end_s(conn, request)
+        if writer is None:
+            if request.handle.released or time.monotonic() - recording.idle_since > IDLE_RECORDING_S:
+                self._finish_recording(recording)
+            elif end_s is not None and newest.time_s <= end_s:  # seen again: a continuation
+                self._open_file(conn, recording, self._resume_packets(conn, recording, end_s))
+            return
+        if end_s is None or newest.time_s > end_s:
+            self._close_file(conn, recording, resume_s=newest.time_s)
+            if request.handle.released:
+                self._finish_recording(recording)
+            return
+        cap = request.max_clip_s
+        started = writer.start_time_s
+        # At a keyframe: cut unless the next one (a GOP on) still fits, so each file stays within the cap.
+        if (
+            cap > 0
+            and newest.is_keyframe
+            and started is not None
+            and newest.time_s - started + conn.gop_s > cap + 1e-3
+        ):
+            self._close_file(conn, recording, resume_s=newest.time_s)
+            self._open_file(conn, recording, [newest])
+            return
+        writer.write(newest)
+
+    def _resume_packets(self, conn: _Connection, recording: _Recording, end_s: float) -> list[RingPacket]:
+        """A continuation's first packets from the ring: on the same connection from the last keyframe at or
+        before where the previous file stopped (no gap); after a reconnect from the new connection's keyframe
+        nearest the pre-roll before the sighting (its first one when the sighting came before it)."""
+        request = recording.request
+        packets = [p for p in self.ring.snapshot() if p.connection == conn.number]
+        if recording.connection == conn.number and recording.resume_s is not None:
+            keys = [i for i, p in enumerate(packets) if p.is_keyframe]
+            before = [i for i in keys if packets[i].time_s <= recording.resume_s + 1e-6]
+            if keys and not before:
+                log.warning(
+                    "camera %s: clip continuation starts %.1f s after the previous file (ring too short)",
+                    self.config.camera_id,
+                    packets[keys[0]].time_s - recording.resume_s,
+                )
+            start = before[-1] if before else (keys[0] if keys else len(packets))
+            return packets[start:]
+        return self.ring.since_keyframe_near(end_s - request.post_roll_s - request.pre_roll_s, conn.number)
+
+    def _open_file(self, conn: _Connection, recording: _Recording, packets: list[RingPacket]) -> None:
+        request = recording.request
+        name = (
+            f"{self.config.camera_id}-{conn.number}-{request.time_s:.3f}-{id(request):x}"
+            f"-{recording.sequence}.mp4"
+        )
+        writer = ClipWriter(self._clip_dir / name, conn.stream)
+        for packet in packets:
+            writer.write(packet)
+        recording.writer = writer
+        recording.connection = conn.number
+        recording.resume_s = None
+        recording.written = packets[-1] if packets else None
+
+    def _close_file(self, conn: _Connection, recording: _Recording, resume_s: float | None) -> None:
+        writer = recording.writer
+        assert writer is not None
+        recording.writer = None
+        recording.written = None
+        recording.resume_s = resume_s
+        recording.idle_since = time.monotonic()
+        result = writer.close()
+        started_at = None
+        if writer.start_time_s is not None and conn.wall_offset is not None:
+            started_at = conn.wall_offset + writer.start_time_s
+        result = dataclasses.replace(
+            result,
+            sequence=recording.sequence,
+            started_at=started_at,
+            stream_start_s=writer.start_time_s,
+            connection=recording.connection,
+        )
+        if result.path is not None:
+            recording.sequence += 1  # a file that came to nothing leaves its number to the next one
+        self._report(recording.request, result)
+
+    def _finish_recording(self, recording: _Recording) -> None:
+        recording.done = True
+        recording.request.handle.mark_finished()
+
+    def _drop_done(self) -> None:
+        self._recordings = [r for r in self._recordings if not r.done]
+
+    def _report(self, request: ClipRequest, result: ClipResult) -> None:
+        try:
+            request.on_done(result)
+        except Exception:
+            log.exception("clip callback failed for camera %s", self.config.camera_id)
+
+    def _finish_clips(self, conn: _Connection, force: bool) -> None:
+        """The connection ended: close its files (what was recorded is kept). A recording whose event goes
+        on continues in a new file on the next connection; stopping ends every recording."""
+        stopping = force and self._stop_event.is_set()
+        with self._clip_lock:
+            for recording in self._recordings:
+                if recording.writer is not None and (recording.connection == conn.number or stopping):
+                    self._close_file(conn, recording, resume_s=None)
+                if stopping or (recording.writer is None and recording.request.handle.released):
+                    self._finish_recording(recording)
+            self._drop_done()
+        if stopping:
+            self._end_recordings()
+
+    def _end_recordings(self) -> None:
+        """The source stops: recordings between files end, requests not yet served fail."""
+        with self._clip_lock:
+            for recording in self._recordings:
+                if recording.writer is None:
+                    self._finish_recording(recording)
+            self._drop_done()
+        while True:
+            try:
+                request = self._clip_requests.get_nowait()
+            except queue.Empty:
+                break
+            self._report(request, ClipResult(None, 0, 0, 0, None, None, error="camera source stopped"))
+            request.handle.mark_finished()
 
 
 class CameraSource:

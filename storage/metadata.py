@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
@@ -141,6 +142,7 @@ class AlertRecord:
     clip_error: str | None = None
     stream_time_s: float | None = None  # seconds into the camera's stream (connection) of the frame
     event_id: str | None = None  # the tracked event that raised it, when the caller recorded one
+    thumbnail_key: str | None = None  # the small JPEG for the feed, set once it is uploaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +383,7 @@ class _Alert(_Base):
     clip_error: Mapped[str | None] = mapped_column(Text)
     stream_time_s: Mapped[float | None] = mapped_column(Float)
     event_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("events.id"), index=True)
+    thumbnail_key: Mapped[str | None] = mapped_column(String(1024))
 
 
 class _Clip(_Base):
@@ -486,6 +489,7 @@ def _alert_record(row: _Alert) -> AlertRecord:
         clip_duration_s=row.clip_duration_s,
         clip_error=row.clip_error,
         event_id=row.event_id,
+        thumbnail_key=row.thumbnail_key,
     )
 
 
@@ -720,16 +724,95 @@ class MetadataDB:
             session.execute(delete(_AlertAction).where(_AlertAction.alert_id == alert_id))
             session.execute(delete(_Delivery).where(_Delivery.alert_id == alert_id))
             alert = session.execute(
-                delete(_Alert).where(_Alert.id == alert_id).returning(_Alert.snapshot_key, _Alert.clip_key)
+                delete(_Alert)
+                .where(_Alert.id == alert_id)
+                .returning(_Alert.snapshot_key, _Alert.clip_key, _Alert.thumbnail_key)
             ).one_or_none()
             if alert is None:
                 return None
-            keys = [key for key, _ in clips] + [k for k in (alert.clip_key, alert.snapshot_key) if k]
+            keys = [key for key, _ in clips] + [
+                k for k in (alert.clip_key, alert.snapshot_key, alert.thumbnail_key) if k
+            ]
             return DeletedAlert(
                 alert_id=alert_id,
                 object_keys=tuple(dict.fromkeys(keys)),  # the alert's clip_key is usually clip 0's key
                 clip_bytes=sum(size or 0 for _, size in clips),
             )
+
+    def list_alerts_oldest(
+        self,
+        *,
+        before: datetime | None = None,
+        label: str | None = None,
+        other_than: Collection[str] = (),
+        after: tuple[datetime, str] | None = None,
+        settled_only: bool = False,
+        limit: int = 500,
+    ) -> list[AlertRecord]:
+        """Alerts oldest first, by (created_at, id), for the retention sweeper.
+
+        `before`: created before it; `label`: of this label; `other_than`: of none of these labels;
+        `after`: keyset paging, pass `(last.created_at, last.id)` of the previous page (rows the caller kept
+        are not returned again); `settled_only`: leave out alerts whose clip is still on its way (the alert's
+        clip summary "pending", or any clip row "pending" or "spooled")."""
+        _check_limit(limit)
+        query = select(_Alert)
+        if before is not None:
+            _require_aware(before, "before")
+            query = query.where(_Alert.created_at < before)
+        if label is not None:
+            query = query.where(_Alert.label == label)
+        if other_than:
+            query = query.where(_Alert.label.not_in(list(other_than)))
+        if after is not None:
+            at, last_id = after
+            _require_aware(at, "after")
+            query = query.where(
+                or_(_Alert.created_at > at, and_(_Alert.created_at == at, _Alert.id > last_id))
+            )
+        if settled_only:
+            in_flight = (
+                select(_Clip.id)
+                .where(_Clip.alert_id == _Alert.id, _Clip.status.in_(("pending", "spooled")))
+                .exists()
+            )
+            query = query.where(_Alert.clip_status != "pending", ~in_flight)
+        query = query.order_by(_Alert.created_at, _Alert.id).limit(limit)
+        with self._sessions() as session:
+            return [_alert_record(r) for r in session.scalars(query)]
+
+    def count_snapshots(self) -> int:
+        """Alerts whose snapshot is in the store (a snapshot_key is set once it is uploaded)."""
+        query = select(func.count()).select_from(_Alert).where(_Alert.snapshot_key.is_not(None))
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def delete_alert_audited(
+        self,
+        alert_id: str,
+        *,
+        actor: str,
+        action: str,
+        details: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> DeletedAlert | None:
+        """`delete_alert` and its audit entry (target `alert:{id}`) in one transaction: both or neither.
+
+        The entry's details get `object_keys` and `clip_bytes` of what the rows referenced. None, and no
+        entry, if the alert was already gone (another sweeper got there first)."""
+        details = dict(details or {})
+        _require_no_secret_keys(details)
+        json.dumps(details)
+        when = _at(at)
+        with self._sessions.begin() as session:
+            deleted = _delete_alert_rows(session, alert_id)
+            if deleted is None:
+                return None
+            details |= {"object_keys": list(deleted.object_keys), "clip_bytes": deleted.clip_bytes}
+            session.add(
+                _Audit(at=when, actor=actor, action=action, target=f"alert:{alert_id}", details=details)
+            )
+            return deleted
 
     def set_clip(
         self,
@@ -754,6 +837,9 @@ class MetadataDB:
 
     def set_snapshot(self, alert_id: str, key: str) -> None:
         self._update(_Alert, _Alert.id == alert_id, alert_id, snapshot_key=key)
+
+    def set_thumbnail(self, alert_id: str, key: str) -> None:
+        self._update(_Alert, _Alert.id == alert_id, alert_id, thumbnail_key=key)
 
     # -- clips ----------------------------------------------------------------------------------
     def add_clip(
@@ -932,6 +1018,31 @@ class MetadataDB:
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise KeyError(f"no {model.__tablename__} row {key!r}")
+
+
+def _delete_alert_rows(session: Session, alert_id: str) -> DeletedAlert | None:
+    """The alert with its clip rows, actions and deliveries, inside the caller's transaction."""
+    # writes first: on SQLite the first statement takes the write lock, so busy_timeout applies
+    clips = session.execute(
+        delete(_Clip).where(_Clip.alert_id == alert_id).returning(_Clip.object_key, _Clip.size_bytes)
+    ).all()
+    session.execute(delete(_AlertAction).where(_AlertAction.alert_id == alert_id))
+    session.execute(delete(_Delivery).where(_Delivery.alert_id == alert_id))
+    alert = session.execute(
+        delete(_Alert)
+        .where(_Alert.id == alert_id)
+        .returning(_Alert.snapshot_key, _Alert.clip_key, _Alert.thumbnail_key)
+    ).one_or_none()
+    if alert is None:
+        return None
+    keys = [key for key, _ in clips] + [
+        k for k in (alert.clip_key, alert.snapshot_key, alert.thumbnail_key) if k
+    ]
+    return DeletedAlert(
+        alert_id=alert_id,
+        object_keys=tuple(dict.fromkeys(keys)),
+        clip_bytes=sum(size or 0 for _, size in clips),
+    )
 
 
 def _facts_values(facts: ClipFacts) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from minio.commonconfig import Tags
 from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
-__all__ = ["ObjectStore", "StorageError", "clip_key", "snapshot_key"]
+__all__ = ["ObjectStore", "StorageError", "clip_key", "snapshot_key", "thumbnail_key"]
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 _BUCKET_OWNED_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
@@ -47,23 +47,32 @@ def _key_part(value: str, what: str) -> str:
     return value
 
 
-def _dated_key(kind: str, camera: str, when: datetime, alert_id: str, suffix: str) -> str:
+def _dated_key(kind: str, camera: str, when: datetime, alert_id: str, suffix: str, sequence: int = 0) -> str:
     if when.tzinfo is None:
         raise ValueError("object keys need a timezone-aware datetime (naive datetimes are ambiguous)")
+    if sequence < 0:
+        raise ValueError(f"a clip sequence is >= 0, got {sequence}")
     day = when.astimezone(UTC)
     camera = _key_part(camera, "camera id")
     alert_id = _key_part(alert_id, "alert id")
-    return f"{kind}/{camera}/{day:%Y}/{day:%m}/{day:%d}/{alert_id}.{suffix}"
+    name = f"{alert_id}-{sequence}" if sequence else alert_id
+    return f"{kind}/{camera}/{day:%Y}/{day:%m}/{day:%d}/{name}.{suffix}"
 
 
-def clip_key(camera: str, when: datetime, alert_id: str) -> str:
-    """`clips/{camera}/{yyyy}/{mm}/{dd}/{alert_id}.mp4`, the date taken in UTC."""
-    return _dated_key("clips", camera, when, alert_id, "mp4")
+def clip_key(camera: str, when: datetime, alert_id: str, sequence: int = 0) -> str:
+    """`clips/{camera}/{yyyy}/{mm}/{dd}/{alert_id}.mp4`, the date taken in UTC; a continuation clip of a long
+    event (`sequence` 1, 2...) is `.../{alert_id}-{sequence}.mp4`."""
+    return _dated_key("clips", camera, when, alert_id, "mp4", sequence)
 
 
 def snapshot_key(camera: str, when: datetime, alert_id: str) -> str:
     """`snapshots/{camera}/{yyyy}/{mm}/{dd}/{alert_id}.jpg`, the date taken in UTC."""
     return _dated_key("snapshots", camera, when, alert_id, "jpg")
+
+
+def thumbnail_key(camera: str, when: datetime, alert_id: str) -> str:
+    """`thumbnails/{camera}/{yyyy}/{mm}/{dd}/{alert_id}.jpg` (the small snapshot for the feed), UTC date."""
+    return _dated_key("thumbnails", camera, when, alert_id, "jpg")
 
 
 class ObjectStore:
@@ -75,6 +84,7 @@ class ObjectStore:
 
     clip_key = staticmethod(clip_key)
     snapshot_key = staticmethod(snapshot_key)
+    thumbnail_key = staticmethod(thumbnail_key)
 
     def __init__(
         self,

@@ -1,11 +1,11 @@
 """A durable on-disk spool in front of the object store: every clip and snapshot goes through it.
 
 Writing (any thread): the data goes to `<dir>/tmp/<seq>-<id>`, is fsynced and renamed into `<dir>/ready/`;
-then its JSON sidecar (key, content type, tags, sha256, size, created time, alert id, camera, kind) is
-written the same way. The sidecar's rename is the commit: a data file in ready/ without a sidecar is an
-interrupted write (removed at the next start), never an item. `put_bytes`/`put_file` never raise on a local
-disk problem (ENOSPC or any other OSError): they log it, count it and return None, so the alert that owns
-the item still goes out.
+then its JSON sidecar (key, content type, tags, sha256, size, created time, alert id, camera, kind; for a
+clip also its duration, clips-row id and sequence) is written the same way. The sidecar's rename is the
+commit: a data file in ready/ without a sidecar is an interrupted write (removed at the next start), never an
+item. `put_bytes`/`put_file` never raise on a local disk problem (ENOSPC or any other OSError): they log it,
+count it and return None, so the alert that owns the item still goes out.
 
 Uploading (one thread, so the order is the spool's order): the oldest item is uploaded first. A retryable
 failure (network, timeout, 5xx) retries that same item with capped exponential backoff, so nothing overtakes
@@ -26,9 +26,9 @@ being uploaded) are evicted first; each eviction is a warning naming key and ale
 Items in failed/ are outside the quota.
 
 At start the spool removes leftovers in tmp/, re-queues ready/ in sequence order, and aborts incomplete
-multipart uploads of its own items' keys (and, under `clips/` and `snapshots/`, those older than
-`stale_upload_s`). The SDK has no public call for that: `ObjectStore.abort_incomplete_uploads` uses minio's
-`_list_multipart_uploads` and `_abort_multipart_upload`.
+multipart uploads of its own items' keys (and, under `clips/`, `snapshots/` and `thumbnails/`, those older
+than `stale_upload_s`). The SDK has no public call for that: `ObjectStore.abort_incomplete_uploads` uses
+minio's `_list_multipart_uploads` and `_abort_multipart_upload`.
 """
 
 from __future__ import annotations
@@ -54,12 +54,13 @@ __all__ = ["Spool", "SpoolItem", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["clip", "snapshot"]
+Kind = Literal["clip", "snapshot", "thumbnail"]
+KINDS: tuple[str, ...] = ("clip", "snapshot", "thumbnail")
 Callback = Callable[["SpoolItem"], None]
 PART_SIZE = 5 * 1024 * 1024  # the S3 minimum part size; larger files go up multipart
 _CHUNK = 1024 * 1024
 _NAME = re.compile(r"(\d{12})-([A-Za-z0-9._-]+)")
-_PREFIXES = ("clips/", "snapshots/")
+_PREFIXES = ("clips/", "snapshots/", "thumbnails/")
 _MAX_MISMATCHES = 3
 
 
@@ -79,6 +80,8 @@ class SpoolItem:
     alert_id: str
     camera_id: str
     duration_s: float | None = None  # clips: their length, for the metadata row
+    clip_id: str | None = None  # clips: the id of their row in the clips table
+    sequence: int | None = None  # clips: 0 for an alert's first clip, 1, 2... for continuations
     path: Path = field(default=Path(), compare=False)
 
     @property
@@ -91,6 +94,15 @@ class SpoolItem:
         data["tags"] = dict(self.tags)
         data["version"] = 1
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Extra:
+    """What a clip's sidecar carries besides the common fields."""
+
+    duration_s: float | None = None
+    clip_id: str | None = None
+    sequence: int | None = None
 
 
 @dataclass(slots=True)
@@ -212,6 +224,8 @@ class Spool:
         camera_id: str,
         tags: Mapping[str, str] | None = None,
         duration_s: float | None = None,
+        clip_id: str | None = None,
+        sequence: int | None = None,
     ) -> SpoolItem | None:
         """Spool `data` for `key`; None (logged, counted) when the local disk cannot take it."""
 
@@ -219,7 +233,8 @@ class Spool:
             out.write(data)
             return hashlib.sha256(data).hexdigest()
 
-        return self._put(kind, key, len(data), write, content_type, alert_id, camera_id, tags, duration_s)
+        extra = _Extra(duration_s, clip_id, sequence)
+        return self._put(kind, key, len(data), write, content_type, alert_id, camera_id, tags, extra)
 
     def put_file(
         self,
@@ -232,6 +247,8 @@ class Spool:
         camera_id: str,
         tags: Mapping[str, str] | None = None,
         duration_s: float | None = None,
+        clip_id: str | None = None,
+        sequence: int | None = None,
     ) -> SpoolItem | None:
         """Copy `source` into the spool (the caller removes it); None (logged, counted) on a disk problem."""
         try:
@@ -248,7 +265,8 @@ class Spool:
                     out.write(chunk)
             return digest.hexdigest()
 
-        return self._put(kind, key, size, write, content_type, alert_id, camera_id, tags, duration_s)
+        extra = _Extra(duration_s, clip_id, sequence)
+        return self._put(kind, key, size, write, content_type, alert_id, camera_id, tags, extra)
 
     def _put(
         self,
@@ -260,7 +278,7 @@ class Spool:
         alert_id: str,
         camera_id: str,
         tags: Mapping[str, str] | None,
-        duration_s: float | None,
+        extra: _Extra,
     ) -> SpoolItem | None:
         if size > self.quota_bytes:
             self._write_failed(
@@ -276,7 +294,7 @@ class Spool:
             self._evicted(item)
         item = SpoolItem(
             seq=seq,
-            id=f"{alert_id}.{kind}",
+            id=f"{alert_id}.{kind}" if extra.sequence is None else f"{alert_id}.{kind}-{extra.sequence}",
             kind=kind,
             key=key,
             content_type=content_type,
@@ -286,7 +304,9 @@ class Spool:
             created_at=datetime.now(UTC).isoformat(),
             alert_id=alert_id,
             camera_id=camera_id,
-            duration_s=duration_s,
+            duration_s=extra.duration_s,
+            clip_id=extra.clip_id,
+            sequence=extra.sequence,
         )
         data_tmp = self._tmp / item.name
         side_tmp = self._tmp / f"{item.name}.json"
@@ -571,7 +591,7 @@ def _load(sidecar: Path, path: Path) -> SpoolItem:
     data = json.loads(sidecar.read_text(encoding="utf-8"))
     data.pop("version", None)
     item = SpoolItem(**data, path=path)
-    if item.kind not in ("clip", "snapshot") or not item.key or len(item.sha256) != 64:
+    if item.kind not in KINDS or not item.key or len(item.sha256) != 64:
         raise ValueError("not a spool sidecar")
     size = path.stat().st_size
     if size != item.size:

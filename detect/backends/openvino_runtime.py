@@ -6,6 +6,7 @@ as fast on CPUs with bf16 support (AVX512-BF16/AMX) at a small cost in accuracy 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ class OpenVinoSession:
             "PERFORMANCE_HINT": "LATENCY",
         }
         self._compiled = core.compile_model(model, "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        self._requests = threading.local()  # one infer request per thread: run() may be called concurrently
         self._metadata = {
             p.key: p.value for p in onnx.load(str(model_path), load_external_data=False).metadata_props
         }
@@ -54,5 +55,8 @@ class OpenVinoSession:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the model on one (B, C, H, W) float32 batch; outputs in the model's output order."""
-        result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        result = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return [np.asarray(result[out]) for out in self._compiled.outputs]

@@ -33,7 +33,10 @@ class UltralyticsDetector:
     """A detection `.pt` checkpoint on ultralytics: CPU, `threads` torch threads, the checkpoint's imgsz.
 
     Checkpoints that pickle custom modules need their package imported first (e.g. `import fire_detector`).
+    A torch model is not called from two threads at once: the detector loop runs it on its own thread.
     """
+
+    thread_safe = False
 
     def __init__(
         self,

@@ -203,6 +203,12 @@ class Simulator:
         loop = GLib.MainLoop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._quit, loop)
+        # A test or benchmark killed without cleanup must not leave its cameras running (and using CPU):
+        # once the process that started us is gone (we are re-parented), stop.
+        parent = os.getppid()
+        GLib.timeout_add_seconds(
+            1, lambda: self._quit(loop) if os.getppid() != parent else GLib.SOURCE_CONTINUE
+        )
         if self.server.attach(None) == 0:
             raise RuntimeError(f"could not listen on {HOST}:{self.server.get_service()}")
         print(f"READY {self.server.get_bound_port()}", flush=True)

@@ -48,3 +48,21 @@ def test_unknown_backend_and_precision_are_refused(models_dir: Path) -> None:
         open_session(models_dir / "nanodet-m-416.onnx", "tensorrt")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="precision"):
         open_session(models_dir / "nanodet-m-416.onnx", "openvino", precision="int8")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_session_can_be_run_from_several_threads_at_once(
+    models_dir: Path, bus: np.ndarray, backend: str
+) -> None:
+    """The detector loop's inference workers share one session (OpenVINO: an infer request per thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = open_session(models_dir / "nanodet-m-416.onnx", backend)  # type: ignore[arg-type]
+    batch = NanoDetDetector.preprocess(bus)[None]
+    other = NanoDetDetector.preprocess(cv2.flip(bus, 1))[None]
+    alone = [session.run(batch), session.run(other)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(session.run, [batch, other] * 4))
+    for i, outputs in enumerate(together):
+        for got, want in zip(outputs, alone[i % 2], strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from detect.detections import Detections
@@ -118,3 +120,34 @@ def test_a_refresh_is_put_off_while_the_picture_is_unchanged() -> None:
     assert still(70, parked) == [70]  # due and changed: refreshed at once
     now[0] = 80.0
     assert still(80, parked) == []  # the car is the new normal
+
+
+class ThreadRecordingDetector(CountingDetector):
+    """Like CountingDetector, and notes which thread ran each call (and waits, so calls overlap)."""
+
+    def __init__(self, thread_safe: bool = True) -> None:
+        super().__init__()
+        self.thread_safe = thread_safe
+        self.threads: list[str] = []
+        self.overlap = threading.Barrier(2, timeout=5) if thread_safe else None
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        self.threads.append(threading.current_thread().name)
+        if self.overlap is not None:
+            self.overlap.wait()  # both chunks must be in flight at once, or this times out
+        return super().detect_batch(frames)
+
+
+def test_workers_run_the_halves_of_a_batch_at_once_and_keep_the_order() -> None:
+    slots = {f"cam{i}": FrameSlot() for i in range(4)}
+    pooled, local = ThreadRecordingDetector(), ThreadRecordingDetector(thread_safe=False)
+    got: list[tuple[str, int]] = []
+    loop = DetectorLoop(
+        slots, [pooled, local], lambda f, d: got.append((f.camera_id, len(d))), max_batch=4, workers=2
+    )
+    frames = [_frame(f"cam{i}", 1, motion=True, value=i % 2) for i in range(4)]  # odd cameras hold a person
+    results = loop.process_batch(frames)
+    assert pooled.batches == [2, 2] and all(t.startswith("inference") for t in pooled.threads)
+    assert local.batches == [4] and local.threads == [threading.current_thread().name]
+    assert [len(r) for r in results] == [0, 2, 0, 2]  # one person from each model, in the frames' order
+    assert got == [("cam0", 0), ("cam1", 2), ("cam2", 0), ("cam3", 2)]

@@ -103,3 +103,23 @@ def test_alert_detail_snapshot_redirect_and_errors(state: AppState) -> None:
         assert client.get("/api/v1/alerts", params={"cursor": "%%%"}).status_code == 400
         assert client.get("/api/v1/alerts", params={"limit": 0}).status_code == 422
         assert client.get("/api/v1/alerts", params={"limit": 10_000}).status_code == 422
+
+
+def test_thumbnail_redirect_and_url(state: AppState) -> None:
+    first, second = f"{0:032x}", f"{1:032x}"
+    key = state.store.thumbnail_key("cam1", T0, first)
+    assert key == f"thumbnails/cam1/2026/11/28/{first}.jpg"
+    state.store.put_bytes(key, b"\xff\xd8small", "image/jpeg")
+    state.db.set_thumbnail(first, key)
+    with TestClient(create_app(state), follow_redirects=False) as client:
+        assert (
+            client.get(f"/api/v1/alerts/{first}").json()["thumbnail_url"]
+            == f"/api/v1/alerts/{first}/thumbnail"
+        )
+        listed = {a["id"]: a["thumbnail_url"] for a in client.get("/api/v1/alerts").json()["items"]}
+        assert listed[first] is not None and listed[second] is None
+        response = client.get(f"/api/v1/alerts/{first}/thumbnail")
+        assert response.status_code == 307
+        with urllib.request.urlopen(response.headers["location"], timeout=10) as resp:
+            assert resp.read() == b"\xff\xd8small"
+        assert client.get(f"/api/v1/alerts/{second}/thumbnail").status_code == 404

@@ -141,3 +141,33 @@ def test_detection_tuning_keys(tmp_path: Path) -> None:
     assert "window (2) must be at least min_hits (3)" in str(info.value)
     with pytest.raises(ConfigError, match=r"thresholds.car.min_scor .*unknown key"):
         load_settings(_write(tmp_path, tuned.replace("min_score: 0.7", "min_scor: 0.7")), environ={})
+
+
+def test_clip_settings(tmp_path: Path) -> None:
+    clips = load_settings(_write(tmp_path, BASE), environ={}).clips
+    assert (clips.max_clip_s, clips.thumbnail_width) == (120.0, 320)
+    env = {"GRIDWATCH_CLIPS__MAX_CLIP_S": "30", "GRIDWATCH_CLIPS__THUMBNAIL_WIDTH": "240"}
+    clips = load_settings(_write(tmp_path, BASE), environ=env).clips
+    assert (clips.max_clip_s, clips.thumbnail_width) == (30.0, 240)
+    with pytest.raises(ConfigError, match="max_clip_s must be longer than pre_roll_s"):
+        load_settings(
+            _write(tmp_path, BASE),
+            environ={"GRIDWATCH_CLIPS__MAX_CLIP_S": "4", "GRIDWATCH_CLIPS__PRE_ROLL_S": "5"},
+        )
+
+
+def test_idle_decode_refresh_and_worker_keys(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, BASE), environ={})
+    assert (settings.ingest.idle_keyframe_interval_s, settings.ingest.wake_ratio) == (2.0, 3.0)
+    assert (settings.models.still_refresh_max_s, settings.models.inference_workers) == (60.0, 2)
+    assert settings.retention.enabled and settings.retention.default_max_age_days == 30
+    env = {
+        "GRIDWATCH_INGEST__WAKE_RATIO": "0",
+        "GRIDWATCH_MODELS__INFERENCE_WORKERS": "1",
+        "GRIDWATCH_RETENTION__MAX_TOTAL_GB": "50",
+    }
+    settings = load_settings(_write(tmp_path, BASE), environ=env)
+    assert settings.ingest.wake_ratio == 0 and settings.models.inference_workers == 1
+    assert settings.retention.max_total_gb == 50
+    with pytest.raises(ConfigError, match=r"wake_ratio must be 0 \(off\) or above 1"):
+        load_settings(_write(tmp_path, BASE), environ={"GRIDWATCH_INGEST__WAKE_RATIO": "0.5"})

@@ -442,3 +442,95 @@ def test_delete_alert_takes_its_rows_and_returns_its_objects(db: MetadataDB) -> 
     assert [a.id for a in db.list_alerts()] == [keep.id] and len(db.list_clips(keep.id)) == 1
     assert db.list_audit(target=f"alert:{gone.id}")  # the audit trail stays
     assert db.delete_alert(gone.id) is None
+
+
+def test_alerts_oldest_first_with_keyset_paging_and_label_filters(db: MetadataDB) -> None:
+    same = T0 + timedelta(hours=1)  # two alerts at the same instant: ordered by id
+    alerts = [
+        _alert(T0, label="fire"),
+        _alert(same, label="person", id="a" * 32),
+        _alert(same, label="car", id="b" * 32),
+        _alert(T0 + timedelta(hours=2), label="person"),
+        _alert(T0 + timedelta(hours=3), label="smoke"),
+    ]
+    for a in reversed(alerts):
+        db.add_alert(a)
+    ids = [a.id for a in alerts]
+    assert [a.id for a in db.list_alerts_oldest()] == ids
+    assert [a.id for a in db.list_alerts_oldest(before=T0 + timedelta(hours=2))] == ids[:3]
+    assert [a.id for a in db.list_alerts_oldest(label="person")] == [ids[1], ids[3]]
+    assert [a.id for a in db.list_alerts_oldest(other_than=("person", "fire"))] == [ids[2], ids[4]]
+    pages: list[str] = []
+    after = None
+    while page := db.list_alerts_oldest(after=after, limit=2):
+        pages += [a.id for a in page]
+        after = (page[-1].created_at, page[-1].id)
+    assert pages == ids  # the tie at `same` is split across pages without loss or repeat
+    assert db.list_alerts_oldest(after=(alerts[-1].created_at, alerts[-1].id)) == []
+    with pytest.raises(ValueError):
+        db.list_alerts_oldest(before=datetime(2024, 1, 1))
+    with pytest.raises(ValueError):
+        db.list_alerts_oldest(limit=0)
+
+
+def test_settled_only_leaves_out_alerts_whose_clip_is_on_its_way(db: MetadataDB) -> None:
+    pending, spooled_continuation, stored, failed, no_rows = (
+        _alert(T0 + timedelta(seconds=i)) for i in range(5)
+    )
+    for a in (pending, spooled_continuation, stored, failed, no_rows):
+        db.add_alert(a)
+    db.add_clip(pending.id, "clips/p.mp4", status="spooled")  # clip summary still "pending"
+    db.set_clip(spooled_continuation.id, key="clips/s.mp4", status="stored")
+    db.add_clip(spooled_continuation.id, "clips/s.mp4", status="stored", facts=_facts(10))
+    db.add_clip(spooled_continuation.id, "clips/s-1.mp4", sequence=1, status="pending")
+    db.set_clip(stored.id, key="clips/t.mp4", status="stored")
+    db.add_clip(stored.id, "clips/t.mp4", status="stored", facts=_facts(10))
+    db.set_clip(failed.id, key=None, status="failed", error="no packets")
+    db.set_clip(no_rows.id, key="clips/n.mp4", status="stored")
+    assert len(db.list_alerts_oldest()) == 5
+    assert [a.id for a in db.list_alerts_oldest(settled_only=True)] == [stored.id, failed.id, no_rows.id]
+
+
+def test_count_snapshots(db: MetadataDB) -> None:
+    assert db.count_snapshots() == 0
+    db.add_alert(_alert(T0, snapshot_key="snapshots/a.jpg"))
+    db.add_alert(_alert(T0))
+    later = _alert(T0)
+    db.add_alert(later)
+    db.set_snapshot(later.id, "snapshots/c.jpg")
+    assert db.count_snapshots() == 2
+
+
+def test_delete_alert_audited_is_one_transaction(db: MetadataDB) -> None:
+    gone = _alert(T0, snapshot_key="snapshots/g.jpg")
+    db.add_alert(gone)
+    db.update_clip(db.add_clip(gone.id, "clips/g.mp4").id, "stored", facts=_facts(700))
+    db.add_alert_action(gone.id, "acknowledged")
+    db.record_delivery(gone.id, "webhook", "team:t1", "sent")
+
+    with pytest.raises(ValueError, match="secrets"):
+        db.delete_alert_audited(gone.id, actor="retention", action="deleted", details={"token": "x"})
+    assert db.get_alert(gone.id) is not None and db.list_audit() == []  # refused before anything changed
+
+    at = T0 + timedelta(days=40)
+    deleted = db.delete_alert_audited(
+        gone.id, actor="retention", action="deleted", details={"reason": "age"}, at=at
+    )
+    assert deleted is not None and deleted.clip_bytes == 700
+    assert sorted(deleted.object_keys) == ["clips/g.mp4", "snapshots/g.jpg"]
+    assert db.get_alert(gone.id) is None and db.list_clips(gone.id) == []
+    assert db.list_alert_actions(gone.id) == [] and db.list_deliveries(gone.id) == []
+    [entry] = db.list_audit()
+    assert (entry.actor, entry.action, entry.target, entry.at) == (
+        "retention",
+        "deleted",
+        f"alert:{gone.id}",
+        at,
+    )
+    assert entry.details == {
+        "reason": "age",
+        "object_keys": list(deleted.object_keys),
+        "clip_bytes": 700,
+    }
+    assert db.delete_alert_audited(gone.id, actor="retention", action="deleted") is None
+    assert len(db.list_audit()) == 1  # no entry for an alert that was already gone

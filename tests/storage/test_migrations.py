@@ -4,6 +4,7 @@ the `create_all` schema of before migrations, and many processes migrating at on
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
     db = MetadataDB(db_url)
     assert db.schema_revision() is None
     db.migrate()
-    assert db.schema_revision() == migrations.head_revision() == "0003"
+    assert db.schema_revision() == migrations.head_revision() == "0004"
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
     assert _check_constraints(engine) == _model_check_constraints()
@@ -116,6 +117,9 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
 def test_downgrade_step_by_step_to_base_and_upgrade_again(db_url: str, engine: Engine) -> None:
     db = MetadataDB(db_url)
     db.migrate()
+    migrations.downgrade(engine, "0003")
+    assert db.schema_revision() == "0003"
+    assert "thumbnail_key" not in {c["name"] for c in inspect(engine).get_columns("alerts")}
     migrations.downgrade(engine, "0002")
     assert db.schema_revision() == "0002"
     assert _tables(engine) == {"alembic_version", "cameras", "alerts", "villages", "grids", "teams", "users"}
@@ -157,6 +161,24 @@ def test_downgrade_of_the_evidence_tables_keeps_alerts(db_url: str, engine: Engi
     db.migrate()
     assert db.get_alert(alert.id) == alert
     assert db.list_clips(alert.id) == []  # the clips table went with 0003's downgrade
+    db.close()
+
+
+def test_downgrade_of_the_thumbnail_column_keeps_alerts(db_url: str, engine: Engine) -> None:
+    db = MetadataDB(db_url)
+    db.migrate()
+    alert = _alert(snapshot_key="snapshots/b.jpg", thumbnail_key="thumbnails/b.jpg")
+    db.add_alert(alert)
+    db.add_clip(alert.id, "clips/b.mp4")
+    migrations.downgrade(engine, "0003")  # on SQLite the alerts table is copied to drop the column
+    assert [c.object_key for c in db.list_clips(alert.id)] == ["clips/b.mp4"]
+    db.migrate()
+    assert db.get_alert(alert.id) == dataclasses.replace(alert, thumbnail_key=None)
+    db.set_thumbnail(alert.id, "thumbnails/b.jpg")
+    assert db.get_alert(alert.id) == alert
+    deleted = db.delete_alert(alert.id)  # retention deletes the thumbnail with the rest
+    assert deleted is not None
+    assert set(deleted.object_keys) == {"clips/b.mp4", "snapshots/b.jpg", "thumbnails/b.jpg"}
     db.close()
 
 
@@ -356,7 +378,7 @@ def test_processes_starting_at_once_all_migrate(db_url: str, engine: Engine) -> 
         assert _tables(engine) <= {"alembic_version"}  # nobody got past the lock
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert [out.strip() for out, _ in outputs] == ["0003"] * 3
+    assert [out.strip() for out, _ in outputs] == ["0004"] * 3
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
 

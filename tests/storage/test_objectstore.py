@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gridwatch.services import S3Server, free_port
-from storage.objectstore import ObjectStore, StorageError, clip_key, snapshot_key
+from storage.objectstore import ObjectStore, StorageError, clip_key, snapshot_key, thumbnail_key
 
 
 def _store(server: S3Server, keys: tuple[str, str], bucket: str, **kwargs: object) -> ObjectStore:
@@ -140,6 +140,13 @@ def test_key_layout() -> None:
     when = datetime(2024, 3, 6, 1, 30, tzinfo=beijing)  # 2024-03-05 17:30 UTC
     assert clip_key("cam-01", when, "abc123") == "clips/cam-01/2024/03/05/abc123.mp4"
     assert snapshot_key("cam-01", when, "abc123") == "snapshots/cam-01/2024/03/05/abc123.jpg"
+    assert thumbnail_key("cam-01", when, "abc123") == "thumbnails/cam-01/2024/03/05/abc123.jpg"
+    assert ObjectStore.thumbnail_key("cam-01", when, "abc123") == thumbnail_key("cam-01", when, "abc123")
+    # continuation clips of a long event; the first clip keeps the plain key
+    assert clip_key("cam-01", when, "abc123", 0) == clip_key("cam-01", when, "abc123")
+    assert clip_key("cam-01", when, "abc123", 2) == "clips/cam-01/2024/03/05/abc123-2.mp4"
+    with pytest.raises(ValueError):
+        clip_key("cam-01", when, "abc123", -1)
     assert ObjectStore.clip_key("v1_g2.cam", datetime(2025, 12, 31, 23, 59, tzinfo=UTC), "f" * 32) == (
         f"clips/v1_g2.cam/2025/12/31/{'f' * 32}.mp4"
     )
@@ -150,3 +157,5 @@ def test_key_layout() -> None:
             clip_key(bad, when, "abc")
         with pytest.raises(ValueError):
             snapshot_key("cam", when, bad)
+        with pytest.raises(ValueError):
+            thumbnail_key(bad, when, "abc")

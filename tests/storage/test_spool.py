@@ -232,3 +232,52 @@ def test_stop_keeps_what_it_could_not_upload(dead_store: ObjectStore, tmp_path: 
     again = Spool(dead_store, tmp_path / "spool", 10 * MiB)
     again._rescan()
     assert [i.key for i in again.pending()] == [i.key for i in items if i is not None]
+
+
+def test_continuation_clips_and_thumbnails_keep_their_fields_across_a_restart(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    spool = Spool(store, tmp_path / "spool", 100 * MiB)
+    clips = []
+    for sequence in (0, 1):
+        clip = tmp_path / f"clip-{sequence}.mp4"
+        clip.write_bytes(os.urandom(2000 + sequence))
+        key = f"clips/cam1/2026/01/01/a1{f'-{sequence}' if sequence else ''}.mp4"
+        item = spool.put_file(
+            "clip",
+            key,
+            clip,
+            "video/mp4",
+            alert_id="a1",
+            camera_id="cam1",
+            duration_s=6.0,
+            clip_id=f"row{sequence}",
+            sequence=sequence,
+        )
+        assert item is not None
+        clips.append(item)
+    thumbnail = spool.put_bytes(
+        "thumbnail",
+        "thumbnails/cam1/2026/01/01/a1.jpg",
+        b"\xff\xd8tiny",
+        "image/jpeg",
+        alert_id="a1",
+        camera_id="cam1",
+    )
+    assert thumbnail is not None and thumbnail.sequence is None and thumbnail.clip_id is None
+    assert len({i.name for i in [*clips, thumbnail]}) == 3, "each item its own file"
+
+    again = Spool(store, tmp_path / "spool", 100 * MiB)  # a restart: the sidecars are read back
+    recorder = Recorder()
+    recorder.start(again)
+    try:
+        _wait(lambda: len(recorder.stored) == 3, 30, "three items uploaded")
+    finally:
+        again.stop()
+    assert [(i.kind, i.clip_id, i.sequence, i.duration_s) for i in recorder.stored] == [
+        ("clip", "row0", 0, 6.0),
+        ("clip", "row1", 1, 6.0),
+        ("thumbnail", None, None, None),
+    ]
+    assert store.get_bytes("thumbnails/cam1/2026/01/01/a1.jpg") == b"\xff\xd8tiny"
+    assert store.sha256_of("clips/cam1/2026/01/01/a1-1.mp4") == clips[1].sha256

@@ -717,27 +717,7 @@ class MetadataDB:
 
         The audit log keeps its entries (they name the alert only as text)."""
         with self._sessions.begin() as session:
-            # writes first: on SQLite the first statement takes the write lock, so busy_timeout applies
-            clips = session.execute(
-                delete(_Clip).where(_Clip.alert_id == alert_id).returning(_Clip.object_key, _Clip.size_bytes)
-            ).all()
-            session.execute(delete(_AlertAction).where(_AlertAction.alert_id == alert_id))
-            session.execute(delete(_Delivery).where(_Delivery.alert_id == alert_id))
-            alert = session.execute(
-                delete(_Alert)
-                .where(_Alert.id == alert_id)
-                .returning(_Alert.snapshot_key, _Alert.clip_key, _Alert.thumbnail_key)
-            ).one_or_none()
-            if alert is None:
-                return None
-            keys = [key for key, _ in clips] + [
-                k for k in (alert.clip_key, alert.snapshot_key, alert.thumbnail_key) if k
-            ]
-            return DeletedAlert(
-                alert_id=alert_id,
-                object_keys=tuple(dict.fromkeys(keys)),  # the alert's clip_key is usually clip 0's key
-                clip_bytes=sum(size or 0 for _, size in clips),
-            )
+            return _delete_alert_rows(session, alert_id)
 
     def list_alerts_oldest(
         self,
@@ -1040,7 +1020,7 @@ def _delete_alert_rows(session: Session, alert_id: str) -> DeletedAlert | None:
     ]
     return DeletedAlert(
         alert_id=alert_id,
-        object_keys=tuple(dict.fromkeys(keys)),
+        object_keys=tuple(dict.fromkeys(keys)),  # the alert's clip_key is usually clip 0's key
         clip_bytes=sum(size or 0 for _, size in clips),
     )
 

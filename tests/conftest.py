@@ -1,18 +1,30 @@
-"""Shared fixtures: real servers (Redis, SeaweedFS S3, GStreamer RTSP) on free loopback ports, models, media.
+"""Shared fixtures: real servers (Redis, SeaweedFS S3, GStreamer RTSP, PostgreSQL) on free loopback ports,
+models, media, and metadata databases on both dialects.
 
 Nothing here skips: a missing server, tool, model or clip is a test failure (`make test` installs them).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import shutil
+import signal
+import socket
 import subprocess
+import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from gridwatch.services import RedisServer, S3Server
+from storage.metadata import MetadataDB
 
 REPO = Path(__file__).resolve().parents[1]
 S3_ACCESS = "gw-test-access"
@@ -83,3 +95,104 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
     yield make
     for where in reversed(mounts):
         subprocess.run(["umount", "--lazy", str(where)], check=False)
+
+
+# -- metadata databases: SQLite files in tmp_path and a private PostgreSQL cluster (initdb, free port;
+# as the `postgres` user when the tests run as root) ------------------------------------------------
+
+
+def _pg_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    assert initdb, "PostgreSQL server binaries (initdb, postgres) are not installed"
+    return Path(initdb).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _as_user() -> dict[str, Any]:
+    """Popen arguments that run PostgreSQL as the `postgres` user when we are root (it refuses root)."""
+    if os.geteuid() != 0:
+        return {}
+    entry = pwd.getpwnam("postgres")
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    bindir = _pg_bindir()
+    as_user = _as_user()
+    root = Path(tempfile.mkdtemp(prefix="gw-pg-"))  # /tmp: tmp_path lies under root's private dir
+    if as_user:
+        os.chown(root, as_user["user"], as_user["group"])
+    data, log_path = root / "data", root / "postgres.log"
+    env = {**os.environ, "LC_ALL": "C", "HOME": str(root)}
+    subprocess.run(
+        [bindir / "initdb", "-D", data, "-U", "gridwatch", "--auth=trust", "-E", "UTF8", "--no-locale",
+         "--no-sync"],
+        check=True, capture_output=True, env=env, cwd=root, **as_user,
+    )  # fmt: skip
+    port = _free_port()
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [bindir / "postgres", "-D", data, "-p", str(port), "-k", root,
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=50"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True, **as_user,
+        )  # fmt: skip
+    url = f"postgresql+psycopg://gridwatch@127.0.0.1:{port}/postgres"
+    try:
+        while True:
+            try:
+                psycopg.connect(host="127.0.0.1", port=port, user="gridwatch", dbname="postgres").close()
+                break
+            except psycopg.OperationalError:
+                if server.poll() is not None or time.perf_counter() - started > 30:
+                    raise RuntimeError(f"PostgreSQL did not start:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.05)
+        print(f"PostgreSQL ready in {time.perf_counter() - started:.2f} s on port {port}")
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _fresh_pg_database(server_url: str) -> str:
+    """A new, empty database on the session's cluster: each test gets its own."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    port = int(server_url.rsplit(":", 1)[1].split("/")[0])
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="gridwatch", dbname="postgres", autocommit=True
+    ) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty metadata database, once on SQLite (a file) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta' / 'gridwatch.db'}"
+    return _fresh_pg_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[MetadataDB]:
+    """A migrated MetadataDB on each dialect."""
+    database = MetadataDB(db_url)
+    database.migrate()
+    yield database
+    database.close()

@@ -1,7 +1,7 @@
 """The object store goes away, the worker dies, the disk fills: no alert and no stored clip is lost.
 
 Real servers only: a SeaweedFS of each test's own (so freezing it freezes no other test), the session Redis,
-SQLite, and real MP4 clips remuxed from the test media.
+SQLite (the freeze also on the session's PostgreSQL), and real MP4 clips remuxed from the test media.
 """
 
 from __future__ import annotations
@@ -135,9 +135,15 @@ class Setup:
 
 @contextlib.contextmanager
 def _setup(
-    tmp_path: Path, redis_url: str, store: ObjectStore, spool_dir: Path, quota: int, cameras: int
+    tmp_path: Path,
+    redis_url: str,
+    store: ObjectStore,
+    spool_dir: Path,
+    quota: int,
+    cameras: int,
+    db_url: str | None = None,
 ) -> Iterator[Setup]:
-    db = MetadataDB(f"sqlite:///{tmp_path / 'outage.db'}")
+    db = MetadataDB(db_url or f"sqlite:///{tmp_path / 'outage.db'}")
     db.create_schema()
     bus = AlertBus.from_url(redis_url, stream=f"test:outage:{uuid.uuid4().hex}", maxlen=10_000)
     spool = Spool(store, spool_dir, quota, retry_initial_s=0.5, retry_max_s=2.0)
@@ -180,13 +186,15 @@ def test_store_frozen_60_s_while_20_alerts_happen(
     redis_server: RedisServer,
     media: dict[str, Path],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
+    """On SQLite and on PostgreSQL (`db_url` runs it once per dialect)."""
     own_s3.start(timeout=60)
     store = ObjectStore(own_s3.endpoint, *s3_keys, bucket="outage", timeout=3.0)
     store.ensure_bucket()
     clips = _remux_clips(media["people"], tmp_path / "clips", 20)
     clip_sha = [_sha256(c) for c in clips]
-    with _setup(tmp_path, redis_server.url, store, tmp_path / "spool", 500 * MiB, 20) as setup:
+    with _setup(tmp_path, redis_server.url, store, tmp_path / "spool", 500 * MiB, 20, db_url) as setup:
         own_s3.pause()
         frozen_at = time.monotonic()
         alert_ids: list[str] = []

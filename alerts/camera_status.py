@@ -59,7 +59,7 @@ class CameraStatusPublisher(threading.Thread):
     def _flush(self) -> None:
         for key, change in list(self._pending.items()):
             try:
-                self._write(change, history=False)
+                self._write(change)  # into the stream too: readers of the history see the change
             except redis.RedisError:
                 return
             del self._pending[key]

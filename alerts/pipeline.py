@@ -4,17 +4,26 @@ An alert's event follows its object's track. While the object is seen, the event
 recording ends `post_roll_s` after the last sighting; the ingest side cuts it into continuation clips of
 at most `max_clip_s`) and keeps a copy of the best-scoring frame; when the event ends and that frame scored
 higher than the alert's, it replaces the snapshot (same key) and the thumbnail.
+
+Those copies are full-resolution frames, held as long as their events last, so their memory is capped
+(`best_frame_memory_bytes`, all open events together): when keeping a new best frame would go over the cap,
+the events holding the oldest best frames are finalized first, their frame written out at once as at the
+event's end and the copy dropped, until the new one fits. Such an event may keep a later, better frame
+again (it replaces the snapshot again at the end). Replacements of one event are written in the order
+their frames were kept, so an older frame never overwrites a better one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import cv2
@@ -22,6 +31,7 @@ import numpy as np
 
 from alerts.bus import AlertBus, BusMessage
 from alerts.evaluator import FrameEvaluator
+from alerts.outbox import OutboxPublisher
 from alerts.rules import RuleEngine, Trigger
 from detect.annotate import draw_detections, encode_jpeg
 from detect.detections import Detections
@@ -30,9 +40,9 @@ from detect.zones import Zone
 from ingest.clip import ClipHandle, ClipResult
 from ingest.frames import Frame
 from ingest.source import ClipRequest
-from storage.metadata import AlertRecord, ClipFacts, MetadataDB
-from storage.objectstore import ObjectStore
-from storage.spool import Kind, Spool, SpoolItem
+from storage.metadata import AlertRecord, ClipFacts, ImageKind, MetadataDB
+from storage.objectstore import ObjectStore, StorageError
+from storage.spool import Spool, SpoolItem
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +64,19 @@ class OpenEvent:
     frame_score: float = 0.0  # the score of the object in the snapshot, or in `best_image`
     best_image: np.ndarray | None = None  # a copy of a frame that beats the snapshot (one per event)
     best_detections: Detections | None = None  # that frame's detections, drawn when it is stored
+    best_order: int = 0  # when `best_image` was kept (the pipeline's count): the lowest is the oldest
+    replacements: int = 0  # snapshot replacements handed to the upload threads (detector thread)
+    replaced: int = 0  # the newest of them written (upload threads, under `lock`)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 class AlertPipeline:
     """Turns a frame's detections into alerts. Uploads never run in the detector thread.
 
-    With a `spool` (what the runtime uses) every snapshot and clip goes through it: the alert is published
-    at once with its (deterministic) snapshot key, and the database row and the `clip` bus message follow
-    when the spool has confirmed the upload (`on_spool_stored`). Without one, snapshots and clips are uploaded
-    directly and a failed clip upload is marked failed (kept for small tools and tests).
+    Every snapshot, thumbnail and clip goes through the `spool`: the alert is published at once with its
+    (deterministic) snapshot key, and the database row and the `clip` bus message follow when the spool
+    has confirmed the upload (`on_spool_stored`). The caller starts the spool with the `on_spool_*`
+    callbacks. An upload confirmed after its alert was deleted (retention) is deleted from the store again.
     """
 
     def __init__(
@@ -75,13 +89,18 @@ class AlertPipeline:
         request_clip: Callable[[str, ClipRequest], None],
         pre_roll_s: float,
         post_roll_s: float,
+        spool: Spool,
         upload_workers: int = 2,
         zones: Mapping[str, Mapping[str, Zone]] | None = None,
         masks: Mapping[str, list[Zone]] | None = None,
-        spool: Spool | None = None,
         max_clip_s: float = 120.0,
         thumbnail_width: int = 320,
+        best_frame_memory_bytes: int = 256 * 1024 * 1024,
     ) -> None:
+        if best_frame_memory_bytes < 0:
+            raise ValueError(
+                f"best_frame_memory_bytes must be >= 0 (0: no cap), got {best_frame_memory_bytes}"
+            )
         self.rules = rules
         self.bus = bus
         self.db = db
@@ -93,6 +112,10 @@ class AlertPipeline:
         self.post_roll_s = post_roll_s
         self.max_clip_s = max_clip_s
         self.thumbnail_width = thumbnail_width
+        self.best_frame_memory_bytes = best_frame_memory_bytes  # 0: no cap
+        self.best_frames_flushed = 0  # best frames written out before their event ended, to stay in the cap
+        self._best_bytes = 0  # held by the best frames of open events (detector thread)
+        self._best_order = itertools.count(1)
         self._uploads = ThreadPoolExecutor(max_workers=upload_workers, thread_name_prefix="upload")
         self.evaluator = FrameEvaluator(rules, zones, masks)
         self.alerts_created = 0
@@ -131,18 +154,68 @@ class AlertPipeline:
                 if event.clip is not None:
                     event.clip.extend(frame.time_s, frame.connection, frame.captured_at)
                 if track.score > event.frame_score:
-                    _keep_frame(event, frame.image, detections, track.score)
+                    self._keep_best_frame(event, frame.image, detections, track.score)
         for track in self.evaluator.ended:
             for event in self.events.pop((camera_id, track.id), []):
                 self._end_event(event, track)
 
+    def _keep_best_frame(
+        self, event: OpenEvent, image: np.ndarray, detections: Detections, score: float
+    ) -> None:
+        """Keep a copy of `image` as the event's best frame, within the memory cap: first the events holding
+        the oldest best frames are finalized until it fits (the event's own older frame is replaced, not
+        counted); a frame over the cap by itself is written out at once."""
+        cap = self.best_frame_memory_bytes
+        held = event.best_image.nbytes if event.best_image is not None else 0
+        if cap and self._best_bytes - held + image.nbytes > cap:
+            holders = sorted(
+                (e for e in self._open_events() if e.best_image is not None and e is not event),
+                key=lambda e: e.best_order,
+            )
+            for oldest in holders:
+                if self._best_bytes - held + image.nbytes <= cap:
+                    break
+                self._flush_best_frame(oldest)
+        _keep_frame(event, image, detections, score)
+        assert event.best_image is not None
+        event.best_order = next(self._best_order)
+        self._best_bytes += event.best_image.nbytes - held
+        if cap and self._best_bytes > cap:
+            self._flush_best_frame(event)
+
+    def _open_events(self) -> Iterator[OpenEvent]:
+        for events in self.events.values():
+            yield from events
+
+    def _flush_best_frame(self, event: OpenEvent) -> None:
+        """Finalize the event's best frame before the event ends: write it out now, drop the copy."""
+        self.best_frames_flushed += 1
+        log.info(
+            "alert %s: best frame (score %.2f) written out before the event's end: the best frames of open "
+            "events would take more than %.1f MiB (best_frame_memory_mb); %d written early so far",
+            event.message.alert_id,
+            event.frame_score,
+            self.best_frame_memory_bytes / (1024 * 1024),
+            self.best_frames_flushed,
+        )
+        self._write_best_frame(event)
+
+    def _write_best_frame(self, event: OpenEvent) -> None:
+        """Hand the event's best frame to the upload threads as its snapshot's replacement."""
+        image, found = event.best_image, event.best_detections
+        if image is None or found is None:
+            return
+        event.best_image = event.best_detections = None
+        self._best_bytes -= image.nbytes
+        event.replacements += 1
+        self._uploads.submit(
+            self._replace_snapshot, event, event.replacements, image, found, event.frame_score
+        )
+
     def _end_event(self, event: OpenEvent, track: Track) -> None:
         if event.clip is not None:
             event.clip.release()  # the recording ends post_roll_s after the last sighting
-        if event.best_image is not None and event.best_detections is not None:
-            image, found = event.best_image, event.best_detections
-            event.best_image = event.best_detections = None
-            self._uploads.submit(self._replace_snapshot, event.message, image, found, event.frame_score)
+        self._write_best_frame(event)
         duration = track.last_seen - track.first_seen
         log.info(
             "alert %s: the %s left or stopped being seen after %.1f s",
@@ -186,6 +259,8 @@ class AlertPipeline:
             clip_status="pending",
             clip_duration_s=None,
             clip_error=None,
+            severity=trigger.severity,
+            rule=trigger.rule,
         )
         self.db.add_alert(record)
         self.alerts_created += 1
@@ -211,6 +286,8 @@ class AlertPipeline:
             snapshot_key=snapshot_key,
             bbox=trigger.bbox,
             frame_time=datetime.fromtimestamp(frame.captured_at, UTC).isoformat(),
+            severity=trigger.severity,
+            rule=trigger.rule,
         )
         self._publish(message)
         request = ClipRequest(
@@ -256,36 +333,44 @@ class AlertPipeline:
             log.exception("thumbnail of alert %s (camera %s) not stored", alert_id, camera_id)
         return key if stored else None
 
-    def _put_image(self, kind: Kind, key: str, jpeg: bytes, alert_id: str, camera_id: str) -> bool:
-        """Through the spool (the row gets the key once it is uploaded), else straight to the store."""
-        if self.spool is not None:
-            item = self.spool.put_bytes(
-                kind,
-                key,
-                jpeg,
-                "image/jpeg",
-                alert_id=alert_id,
-                camera_id=camera_id,
-                tags={"camera": camera_id},
-            )
-            return item is not None
-        self.store.put_bytes(key, jpeg, "image/jpeg", tags={"camera": camera_id})
-        self._image_stored(kind, alert_id, key)
-        return True
+    def _put_image(self, kind: ImageKind, key: str, jpeg: bytes, alert_id: str, camera_id: str) -> bool:
+        """Through the spool: the row gets the key and size once it is uploaded, and is marked pending until
+        then, so retention keeps the alert."""
+        since = datetime.now(UTC)
+        self.db.mark_image_pending(alert_id, kind, since)
+        item = self.spool.put_bytes(
+            kind,
+            key,
+            jpeg,
+            "image/jpeg",
+            alert_id=alert_id,
+            camera_id=camera_id,
+            tags={"camera": camera_id},
+        )
+        if item is None:
+            self.db.clear_image_pending(alert_id, kind, since)
+        return item is not None
 
-    def _image_stored(self, kind: str, alert_id: str, key: str) -> None:
+    def _image_stored(self, kind: str, alert_id: str, key: str, size: int, spooled_at: datetime) -> None:
         if kind == "thumbnail":
-            self.db.set_thumbnail(alert_id, key)
+            self.db.set_thumbnail(alert_id, key, size_bytes=size, spooled_at=spooled_at)
         else:
-            self.db.set_snapshot(alert_id, key)
+            self.db.set_snapshot(alert_id, key, size_bytes=size, spooled_at=spooled_at)
 
     def _replace_snapshot(
-        self, message: BusMessage, image: np.ndarray, detections: Detections, score: float
+        self, event: OpenEvent, replacement: int, image: np.ndarray, detections: Detections, score: float
     ) -> None:
-        """The event is over and a frame scored higher than the alert's: it becomes the snapshot (same key,
-        so links keep working) and the thumbnail (upload thread)."""
+        """A frame scored higher than the alert's (the event is over, or its frame was finalized early): it
+        becomes the snapshot (same key, so links keep working) and the thumbnail (upload thread). The event's
+        replacements are spooled in the order they were made; one overtaken by a newer one is dropped."""
+        message = event.message
         created_at = datetime.fromisoformat(message.created_at)
-        key = self._store_snapshot(message.camera_id, image, detections, message.alert_id, created_at)
+        with event.lock:
+            if replacement < event.replaced:
+                log.debug("alert %s: snapshot replacement %d overtaken", message.alert_id, replacement)
+                return
+            event.replaced = replacement
+            key = self._store_snapshot(message.camera_id, image, detections, message.alert_id, created_at)
         log.info(
             "alert %s: snapshot %s with the best frame of the event (score %.2f, alert %.2f)",
             message.alert_id,
@@ -294,9 +379,17 @@ class AlertPipeline:
             message.score,
         )
 
+    # Set by the runtime: publish through the local outbox (kept on disk while Redis is unreachable).
+    outbox: OutboxPublisher | None = None
+
     def _publish(self, message: BusMessage) -> None:
+        """Through the outbox when there is one (it does not raise for Redis errors), else straight to the
+        bus (small tools and tests: a failure is logged; the alert is in the database)."""
         try:
-            self.bus.publish(message)
+            if self.outbox is not None:
+                self.outbox.publish(message)
+            else:
+                self.bus.publish(message)
         except Exception:
             log.exception("alert %s not published to the bus (it is in the database)", message.alert_id)
 
@@ -315,18 +408,7 @@ class AlertPipeline:
         except Exception:
             log.exception("clip %d of alert %s: no clips row", sequence, alert_id)
             clip_id = None
-        if self.spool is not None:
-            self._spool_clip(message, result, key, clip_id)
-            return
-        tags = {"camera": message.camera_id, "label": message.label}
-        try:
-            self.store.put_file(key, result.path, "video/mp4", tags=tags)
-        except Exception as exc:
-            log.exception("clip %d of alert %s not uploaded", sequence, alert_id)
-            self._clip_failed(alert_id, clip_id, sequence, str(exc))
-            return
-        result.path.unlink(missing_ok=True)
-        self._clip_stored(alert_id, clip_id, sequence, key, result.duration_s)
+        self._spool_clip(message, result, key, clip_id)
 
     def _add_clip_row(self, message: BusMessage, result: ClipResult, key: str, created_at: datetime) -> str:
         started = datetime.fromtimestamp(result.started_at, UTC) if result.started_at else created_at
@@ -347,10 +429,10 @@ class AlertPipeline:
             self.db.update_clip(clip_id, "stored")
         if sequence == 0:  # the alert's clip summary (what the feed and the API show) is its first clip
             self.db.set_clip(alert_id, key=key, status="stored", duration_s=duration_s)
-        log.info("clip %d of alert %s stored: %s (%.1f s)", sequence, alert_id, key, duration_s or 0.0)
         record = self.db.get_alert(alert_id)
         if record is None:
-            return
+            raise KeyError(f"no alerts row {alert_id!r}")
+        log.info("clip %d of alert %s stored: %s (%.1f s)", sequence, alert_id, key, duration_s or 0.0)
         created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
         self._publish(
             BusMessage(
@@ -381,7 +463,7 @@ class AlertPipeline:
 
     # -- through the spool -------------------------------------------------------------------------
     def _spool_clip(self, message: BusMessage, result: ClipResult, key: str, clip_id: str | None) -> None:
-        assert self.spool is not None and result.path is not None
+        assert result.path is not None
         try:
             item = self.spool.put_file(
                 "clip",
@@ -410,24 +492,54 @@ class AlertPipeline:
         )
 
     def on_spool_stored(self, item: SpoolItem) -> None:
-        """The spool confirmed an upload: record it, and for a clip tell the bus."""
+        """The spool confirmed an upload: record it, and for a clip tell the bus. If the alert's row is gone
+        (retention deleted it while the item waited), the object is deleted again: no row would ever point
+        to it, so no sweep would ever delete it."""
         try:
             if item.kind != "clip":
-                self._image_stored(item.kind, item.alert_id, item.key)
+                spooled_at = datetime.fromisoformat(item.created_at)
+                self._image_stored(item.kind, item.alert_id, item.key, item.size, spooled_at)
                 return
             self._clip_stored(item.alert_id, item.clip_id, item.sequence or 0, item.key, item.duration_s)
         except KeyError:
-            log.warning("%s %s stored, but alert %s is gone (retention?)", item.kind, item.key, item.alert_id)
+            self._delete_orphan(item)
+
+    def _delete_orphan(self, item: SpoolItem) -> None:
+        if self.db.get_alert(item.alert_id) is not None:  # a row of the alert's is gone, not the alert
+            log.warning("%s %s of alert %s stored, but its row is gone", item.kind, item.key, item.alert_id)
+            return
+        try:
+            self.store.delete(item.key)
+        except StorageError as exc:
+            log.error(
+                "%s %s stored after alert %s was deleted (retention?), and it could not be deleted: it is "
+                "left in the store, no row points to it: %s",
+                item.kind,
+                item.key,
+                item.alert_id,
+                exc,
+            )
+            return
+        log.warning(
+            "%s %s stored after alert %s was deleted (retention?): deleted from the store again",
+            item.kind,
+            item.key,
+            item.alert_id,
+        )
 
     def on_spool_evicted(self, item: SpoolItem) -> None:
         if item.kind == "clip":
             error = "evicted from the spool (disk quota)"
             self._clip_failed(item.alert_id, item.clip_id, item.sequence, error, status="evicted")
+        else:
+            self.db.clear_image_pending(item.alert_id, item.kind, datetime.fromisoformat(item.created_at))
 
     def on_spool_failed(self, item: SpoolItem) -> None:
         if item.kind == "clip":
             error = "upload refused by the store; the file is kept in the spool's failed/ directory"
             self._clip_failed(item.alert_id, item.clip_id, item.sequence, error)
+        else:
+            self.db.clear_image_pending(item.alert_id, item.kind, datetime.fromisoformat(item.created_at))
 
 
 def _keep_frame(event: OpenEvent, image: np.ndarray, detections: Detections, score: float) -> None:

@@ -16,10 +16,21 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from alerts.schedule import Schedule
 from detect.tracker import Track
 from detect.zones import Zone
 
 STAY_IN_PLACE = frozenset({"fire", "smoke"})  # labels that do not travel
+SEVERITIES = ("low", "normal", "high", "critical")  # in rising order
+
+
+def default_severity(labels: Iterable[str]) -> str:
+    """Fire and smoke are critical (a fire must be reached within fifteen minutes), anything else normal."""
+    return "critical" if set(labels) & STAY_IN_PLACE else "normal"
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +52,25 @@ class Rule:
     window: int = 0  # k of n: min_hits detections within the camera's last `window` detector runs; 0: ever
     label_min_score: Mapping[str, float] = field(default_factory=dict)  # per label, instead of min_score
     label_min_area: Mapping[str, float] = field(default_factory=dict)  # per label, instead of min_area
+    severity: str = ""  # one of SEVERITIES; "": default_severity(labels)
+    villages: frozenset[str] | None = None  # None: every village
+    grids: frozenset[str] | None = None  # None: every grid
+    schedules: tuple[Schedule, ...] = ()  # armed while any of them is active; (): always
 
-    def applies_to(self, camera_id: str) -> bool:
-        return self.cameras is None or camera_id in self.cameras
+    def applies_to(self, camera_id: str, village: str = "", grid: str = "") -> bool:
+        """Whether the rule covers this camera: every scope given (cameras, villages, grids) must match."""
+        return (
+            (self.cameras is None or camera_id in self.cameras)
+            and (self.villages is None or village in self.villages)
+            and (self.grids is None or grid in self.grids)
+        )
+
+    def armed(self, wall_time: float) -> bool:
+        return not self.schedules or any(s.active(wall_time) for s in self.schedules)
+
+    @property
+    def effective_severity(self) -> str:
+        return self.severity or default_severity(self.labels)
 
     @property
     def needs_travel(self) -> bool:
@@ -77,6 +104,7 @@ class Trigger:
     bbox: tuple[float, float, float, float]
     track_id: int
     zone: str | None = None
+    severity: str = "normal"
 
 
 class RuleEngine:
@@ -86,9 +114,11 @@ class RuleEngine:
         self,
         rules: Iterable[Rule],
         camera_thresholds: Mapping[str, Mapping[str, LabelThreshold]] | None = None,
+        places: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.rules = tuple(rules)
         self.camera_thresholds = camera_thresholds or {}
+        self.places = places or {}  # camera id -> (village, grid), for rules scoped to villages or grids
         self._window = max((r.window for r in self.rules), default=0)
         self._seen: dict[tuple[str, int], deque[bool]] = {}  # (camera, track id) -> detected per run
         self._last: dict[tuple[str, str], float] = {}
@@ -97,6 +127,13 @@ class RuleEngine:
             tuple[str, int, str], float
         ] = {}  # (camera, track id, zone or "") -> first time in
         self._lock = threading.Lock()
+
+    def replace_rules(self, rules: Iterable[Rule]) -> None:
+        """Swap in edited rules (from the API) without losing what the engine knows about live tracks."""
+        new = tuple(rules)
+        with self._lock:
+            self.rules = new
+            self._window = max(self._window, max((r.window for r in new), default=0))
 
     def evaluate(
         self,
@@ -116,8 +153,9 @@ class RuleEngine:
             self._forget(camera_id, live)
             self._remember_hits(camera_id, tracks, now)
             where = {t.id: self._zones_of(camera_id, t, zones, width, height, now) for t in tracks}
+            village, grid = self.places.get(camera_id, ("", ""))
             for rule in self.rules:
-                if not rule.applies_to(camera_id):
+                if not rule.applies_to(camera_id, village, grid) or not rule.armed(now):
                     continue
                 candidates: list[tuple[Track, str]] = []
                 for track in tracks:
@@ -135,7 +173,14 @@ class RuleEngine:
                     self._fired.add((camera_id, track.id, rule.name))
                     triggers.append(
                         Trigger(
-                            rule.name, camera_id, track.label, track.score, track.box, track.id, zone or None
+                            rule.name,
+                            camera_id,
+                            track.label,
+                            track.score,
+                            track.box,
+                            track.id,
+                            zone or None,
+                            rule.effective_severity,
                         )
                     )
         return triggers

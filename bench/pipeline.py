@@ -58,8 +58,9 @@ from bench.ingest import _process_cpu, _tree_cpu, ffmpeg_reference  # noqa: E402
 from bench.naive_loop import NaiveLoop  # noqa: E402
 from bench.scenes import BURST_S, Scene, prepare_scenes  # noqa: E402
 from detect.motion import MotionGate  # noqa: E402
+from gridwatch.alerting import build_rule  # noqa: E402
 from gridwatch.models import load_detectors  # noqa: E402
-from gridwatch.runtime import Runtime, build_rule  # noqa: E402
+from gridwatch.runtime import Runtime  # noqa: E402
 from gridwatch.settings import (  # noqa: E402
     ApiSettings,
     CameraSettings,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import BaseModel
 
-from storage.metadata import AlertRecord, CameraRecord, MetadataDB
-from storage.objectstore import ObjectStore
+from gridwatch.api_incidents import router as incidents_router
+from gridwatch.api_state import AppState, State
+from storage.metadata import AlertRecord, CameraRecord
 
 
 class CameraOut(BaseModel):
@@ -52,30 +53,6 @@ class AlertPage(BaseModel):
 
 class Health(BaseModel):
     status: str
-
-
-class AppState:
-    def __init__(
-        self,
-        db: MetadataDB,
-        store: ObjectStore,
-        presign_seconds: int,
-        camera_health: Callable[[str], dict[str, Any] | None] | None = None,
-        metrics: Callable[[], bytes] | None = None,
-    ) -> None:
-        self.metrics = metrics
-        self.db = db
-        self.store = store
-        self.presign = timedelta(seconds=presign_seconds)
-        self.camera_health = camera_health or (lambda _camera_id: None)
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.gridwatch
-    return state
-
-
-State = Annotated[AppState, Depends(_state)]
 
 
 def _encode_cursor(alert: AlertRecord) -> str:
@@ -133,6 +110,7 @@ def create_app(state: AppState) -> FastAPI:
 
     app = FastAPI(title="GridWatch", version="0.1.0", lifespan=lifespan)
     app.state.gridwatch = state
+    app.include_router(incidents_router)
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:

@@ -92,8 +92,56 @@ def api(config: ConfigArg) -> None:
         secure=settings.s3.secure,
         region=settings.s3.region,
     )
-    state = AppState(db, store, settings.s3.presign_seconds)
+    publish = None
+    if settings.redis.url is not None:  # incident status changes reach the dispatcher ("resolved")
+        from alerts.bus import AlertBus
+
+        publish = AlertBus.from_url(settings.redis.url.get_secret_value(), settings.redis.stream).publish
+    state = AppState(db, store, settings.s3.presign_seconds, settings=settings, publish=publish)
     uvicorn.run(create_app(state), host=settings.api.host, port=settings.api.port, log_level="info")
+
+
+@app.command()
+def dispatcher(config: ConfigArg) -> None:
+    """Run only the dispatcher: incidents, notifications and escalation (external Redis and database)."""
+    from alerts.bus import AlertBus
+    from gridwatch.alerting import sync_organisation
+    from gridwatch.dispatch import build_dispatch_loop, build_dispatcher, build_status_relay
+    from storage.metadata import MetadataDB
+
+    settings = _settings(config)
+    setup_logging(settings.log_level)
+    if settings.redis.url is None or settings.database.url is None:
+        typer.echo(
+            "error: `gridwatch dispatcher` needs redis.url and database.url (the workers' Redis and "
+            "database; use `gridwatch run` for embedded servers)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    db = MetadataDB(settings.database_url())
+    db.create_schema()
+    sync_organisation(settings, db)
+    bus = AlertBus.from_url(settings.redis.url.get_secret_value(), settings.redis.stream)
+    worker = build_dispatcher(settings, db, bus.client)
+    loop = build_dispatch_loop(settings, bus, worker)
+    relay = build_status_relay(settings, bus, worker)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    loop.start()
+    if relay is not None:
+        relay.start()
+    log.info("dispatcher running: %d notifier(s)", len(worker.channels))
+    try:
+        while not stop.wait(1.0) and loop.is_alive():
+            pass
+    finally:
+        if relay is not None:
+            relay.stop()
+        loop.stop()
+        worker.close()
+        bus.close()
+        db.close()
 
 
 def _prepare(build: Callable[..., dict[str, Path]], target: Path, force: bool) -> None:

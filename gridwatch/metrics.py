@@ -28,6 +28,7 @@ class RuntimeCollector(Collector):
         alerts_by_label: Callable[[], Mapping[str, int]],
         spool: Callable[[], SpoolStats | None] | None = None,
         retention: Callable[[], Mapping[str, int] | None] | None = None,
+        best_frames_flushed: Callable[[], int | None] | None = None,
     ) -> None:
         self.sources = sources
         self.slots = slots
@@ -35,6 +36,7 @@ class RuntimeCollector(Collector):
         self.alerts_by_label = alerts_by_label
         self.spool = spool
         self.retention = retention
+        self.best_frames_flushed = best_frames_flushed
         self.state_changes: Counter[tuple[str, str, str]] = Counter()
 
     def on_state(self, change: StateChange) -> None:
@@ -134,6 +136,14 @@ class RuntimeCollector(Collector):
         for label, count in sorted(self.alerts_by_label().items()):
             alerts.add_metric([label], count)
         yield alerts
+        flushed = self.best_frames_flushed() if self.best_frames_flushed is not None else None
+        if flushed is not None:
+            yield CounterMetricFamily(
+                "gridwatch_best_frames_flushed",
+                "Best frames of open events written out before their event ended, to stay within "
+                "clips.best_frame_memory_mb",
+                flushed,
+            )
         yield from self._spool_metrics()
         yield from self._retention_metrics()
 
@@ -158,6 +168,15 @@ class RuntimeCollector(Collector):
             "Alerts kept because an object could not be deleted (retried at the next sweep)",
             totals.get("errors", 0),
         )
+        skipped = CounterMetricFamily(
+            "gridwatch_retention_skipped",
+            "Alerts a rule would have deleted, kept because a clip, snapshot or thumbnail of theirs was not "
+            "stored yet (still in a spool); counted at every sweep that keeps them",
+            labels=["reason"],
+        )
+        skipped.add_metric(["age"], totals.get("skipped_by_age", 0))
+        skipped.add_metric(["size"], totals.get("skipped_by_size", 0))
+        yield skipped
 
     def _spool_metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         stats = self.spool() if self.spool is not None else None

@@ -16,18 +16,23 @@ import uvicorn
 
 from alerts.bus import AlertBus
 from alerts.camera_status import CameraStatusPublisher
+from alerts.dispatch_loop import DispatchLoop
+from alerts.outbox import OutboxPublisher
 from alerts.pipeline import AlertPipeline, CameraPlace
-from alerts.rules import LabelThreshold, Rule, RuleEngine
+from alerts.rules import LabelThreshold, RuleEngine
 from detect.crops import CropPolicy
 from detect.detections import Detections
 from detect.loop import Detector, DetectorLoop
 from detect.motion import MotionGate
 from detect.zones import Zone
+from gridwatch.alert_metrics import AlertSideCollector
+from gridwatch.alerting import RuleWatcher, build_rules, sync_organisation
 from gridwatch.api import AppState, create_app
+from gridwatch.dispatch import build_dispatch_loop, build_dispatcher, build_status_relay
 from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
 from gridwatch.services import RedisServer, S3Server
-from gridwatch.settings import SIM_SCHEME, RuleSettings, Settings
+from gridwatch.settings import SIM_SCHEME, Settings
 from ingest.frames import Frame, FrameSlot
 from ingest.source import CameraSource, ClipRequest, SourceConfig
 from ingest.state import StateChange
@@ -57,6 +62,9 @@ class Runtime:
     spool: Spool | None = None
     retention: RetentionSweeper | None = None
     bus: AlertBus | None = None
+    dispatch_loop: DispatchLoop | None = None
+    outbox: OutboxPublisher | None = None
+    rule_watcher: RuleWatcher | None = None
     pipeline: AlertPipeline | None = None
     loop: DetectorLoop | None = None
     status: CameraStatusPublisher | None = None
@@ -82,7 +90,10 @@ class Runtime:
             self.redis_url = s.redis.url.get_secret_value()
         else:
             log.info("starting embedded Redis (valkey) under %s", data_dir / "redis")
-            server = RedisServer(data_dir / "redis", appendonly=True).start()
+            # AOF, fsync every second: a kill -9 of Redis or of this process loses nothing (the kernel has
+            # the writes), a power cut about a second; "always" would fsync on every write (slow on SD cards).
+            fsync = s.redis.embedded_appendfsync
+            server = RedisServer(data_dir / "redis", appendonly=True, fsync=fsync).start()
             self._stack.callback(server.stop)
             self.redis_url = server.url
         if s.s3.endpoint is not None:
@@ -101,6 +112,7 @@ class Runtime:
             self.slots,
             loop=lambda: self.loop,
             alerts_by_label=lambda: self.pipeline.alerts_by_label if self.pipeline else {},
+            best_frames_flushed=lambda: self.pipeline.best_frames_flushed if self.pipeline else None,
             spool=lambda: self.spool.stats if self.spool else None,
             retention=lambda: self.retention.totals if self.retention else None,
         )
@@ -108,6 +120,7 @@ class Runtime:
         self.db = MetadataDB(s.database_url())
         self._stack.callback(self.db.close)
         self.db.create_schema()
+        sync_organisation(s, self.db)
         self.db.upsert_cameras(
             [
                 CameraRecord(
@@ -141,8 +154,18 @@ class Runtime:
         )
         self.bus = AlertBus.from_url(self.redis_url, s.redis.stream, s.redis.stream_maxlen)
         self._stack.callback(self.bus.close)
+        # Alerts go through a local outbox: kept on disk while Redis is unreachable, sent in order after.
+        # Closed after the pipeline and the spool (which still publish), before the bus.
+        self.outbox = OutboxPublisher(
+            self.bus,
+            data_dir / "outbox.db",
+            max_items=s.redis.outbox_max_items,
+            timeout_s=s.redis.publish_timeout_s,
+        )
+        self._stack.callback(self.outbox.close)
         self.status = CameraStatusPublisher(self.bus.client)
         self.status.start()
+        self._start_dispatcher()
         self._stack.callback(self.status.stop)
 
         if self.detectors is None:
@@ -182,15 +205,18 @@ class Runtime:
             self.slots[camera.id] = slot
             self.sources[camera.id] = source
 
-        rule_list = [build_rule(r) for r in s.rules]
         rules = RuleEngine(
-            rule_list,
+            build_rules(s),
             camera_thresholds={
                 c.id: {label: LabelThreshold(t.min_score, t.min_area) for label, t in c.thresholds.items()}
                 for c in s.cameras
                 if c.thresholds
             },
+            places={c.id: (c.village, c.grid) for c in s.cameras},
         )
+        self.rule_watcher = RuleWatcher(s, self.db, rules)
+        self.rule_watcher.start()
+        self._stack.callback(self.rule_watcher.stop)
         self.pipeline = AlertPipeline(
             rules=rules,
             bus=self.bus,
@@ -205,7 +231,9 @@ class Runtime:
             spool=self.spool,
             max_clip_s=s.clips.max_clip_s,
             thumbnail_width=s.clips.thumbnail_width,
+            best_frame_memory_bytes=s.clips.best_frame_memory_mb * 1024 * 1024,
         )
+        self.pipeline.outbox = self.outbox
         # Stopped after the pipeline (which hands it clips still being spooled), before the bus and database.
         self.spool.start(
             on_stored=self.pipeline.on_spool_stored,
@@ -306,12 +334,15 @@ class Runtime:
         assert self.db is not None and self.store is not None
         assert self.collector is not None
         registry = make_registry(self.collector)
+        registry.register(AlertSideCollector(lambda: self.dispatch_loop, lambda: self.outbox))
         state = AppState(
             self.db,
             self.store,
             self.settings.s3.presign_seconds,
             self.camera_health,
             metrics=lambda: render(registry),
+            settings=self.settings,
+            publish=self.outbox.publish if self.outbox is not None else None,
         )
         app = create_app(state)
         family = socket.AF_INET6 if ":" in self.settings.api.host else socket.AF_INET
@@ -338,6 +369,19 @@ class Runtime:
         if not server.started:
             raise RuntimeError(f"the API did not start on {self.settings.api.host}:{self.api_port}")
 
+    def _start_dispatcher(self) -> None:
+        """The all-in-one run dispatches too: incidents, notifications, escalation."""
+        assert self.bus is not None and self.db is not None
+        dispatcher = build_dispatcher(self.settings, self.db, self.bus.client)
+        self._stack.callback(dispatcher.close)
+        self.dispatch_loop = build_dispatch_loop(self.settings, self.bus, dispatcher)
+        self.dispatch_loop.start()
+        self._stack.callback(self.dispatch_loop.stop)
+        relay = build_status_relay(self.settings, self.bus, dispatcher)
+        if relay is not None:
+            relay.start()
+            self._stack.callback(relay.stop)
+
     def _stop_sources(self) -> None:
         for source in self.sources.values():
             source.stop()
@@ -351,24 +395,3 @@ class Runtime:
 
     def stop(self) -> None:
         self._stack.close()
-
-
-def build_rule(r: RuleSettings) -> Rule:
-    """A configured rule as the rule engine takes it."""
-    return Rule(
-        name=r.name,
-        labels=frozenset(r.labels),
-        min_score=r.min_score,
-        cooldown_s=r.cooldown_s,
-        cameras=frozenset(r.cameras) if r.cameras else None,
-        zones=frozenset(r.zones) if r.zones else None,
-        min_area=r.min_area,
-        dwell_s=r.dwell_s,
-        min_hits=r.min_hits,
-        min_flicker=r.min_flicker,
-        min_growth=r.min_growth,
-        window=r.window,
-        moving_only=r.moving_only,
-        label_min_score=dict(r.label_min_score),
-        label_min_area=dict(r.label_min_area),
-    )

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 __all__ = ["RedisServer", "S3Server", "free_port"]
 
@@ -308,17 +308,32 @@ def _redis_ping(port: int, timeout: float = 0.5) -> bool:
 
 
 class RedisServer(_Supervised):
-    """A Redis-protocol server (valkey-server or redis-server) on 127.0.0.1."""
+    """A Redis-protocol server (valkey-server or redis-server) on 127.0.0.1.
+
+    `appendonly=True` keeps its data in an AOF under `data_dir` (RDB snapshots are off either way), so a
+    restart after `kill()` finds streams, consumer groups and pending lists again. `fsync` is the AOF's
+    `appendfsync`: "always" (the default, for tests: nothing acknowledged is lost even on a power cut),
+    "everysec" (what `gridwatch run` uses: a killed server loses nothing the kernel has, a power cut about
+    a second) or "no".
+    """
 
     name = "redis server"
 
     def __init__(
-        self, data_dir: Path, port: int = 0, binary: str | None = None, appendonly: bool = False
+        self,
+        data_dir: Path,
+        port: int = 0,
+        binary: str | None = None,
+        appendonly: bool = False,
+        fsync: Literal["always", "everysec", "no"] = "always",
     ) -> None:
         self.data_dir = Path(data_dir)
         super().__init__(self.data_dir / "redis-server.log")
         self.binary = binary or find_redis_binary()
         self.appendonly = appendonly
+        if fsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no, not {fsync!r}")
+        self.fsync = fsync
         self._requested_port = port
         self._port = port or free_port()
 
@@ -350,13 +365,24 @@ class RedisServer(_Supervised):
             "--daemonize", "no",
         ]  # fmt: skip
         if self.appendonly:
-            cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+            cmd += ["--appendonly", "yes", "--appendfsync", self.fsync]
         else:
             cmd += ["--appendonly", "no"]
         return cmd
 
     def _ready(self) -> bool:
         return _redis_ping(self._port)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are accepted by the kernel but never answered."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.resume()  # a stopped process cannot act on SIGTERM
+        super().stop(timeout)
 
 
 # ---------------------------------------------------------------------------------------------

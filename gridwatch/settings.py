@@ -8,6 +8,7 @@ raises `ConfigError` whose message names the file, the line and the key of every
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,15 @@ from pydantic import (
     model_validator,
 )
 
+from alerts.notifiers.settings import NotifierSettings
+from gridwatch.alerting_settings import (
+    IncidentSettings,
+    RoutingSettings,
+    ScheduleSettings,
+    TeamSettings,
+    UserSettings,
+    check_timezone,
+)
 from ingest.urls import CameraURLError, validate_camera_url
 
 ENV_PREFIX = "GRIDWATCH_"
@@ -44,6 +54,21 @@ class RedisSettings(Section):
     )
     stream: str = Field("gridwatch:alerts", description="Redis stream that carries alerts")
     stream_maxlen: int = Field(100_000, ge=100, description="Approximate MAXLEN the stream is trimmed to")
+    embedded_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "everysec",
+        description="AOF fsync policy of the embedded Redis (always on AOF): everysec survives a crash or "
+        "kill of Redis and loses at most about a second of writes on a power cut; always loses none but "
+        "fsyncs every write",
+    )
+    outbox_max_items: int = Field(
+        100_000,
+        ge=1000,
+        description="Alerts kept in the local outbox (data_dir/outbox.db) while Redis is unreachable; "
+        "beyond it the oldest are dropped (logged as errors)",
+    )
+    publish_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="How long publishing an alert may wait for Redis before queueing it"
+    )
 
 
 class S3Settings(Section):
@@ -74,6 +99,11 @@ class ApiSettings(Section):
         "127.0.0.1", description="Bind address (loopback only until authentication lands)"
     )
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Address people reach the web UI at (links in notifications); empty: no links",
+    )
 
 
 CustomBackend = Literal["onnxruntime", "openvino", "ultralytics"]
@@ -239,6 +269,13 @@ class ClipSettings(Section):
     thumbnail_width: int = Field(
         320, ge=32, le=1920, description="Width in pixels of the alert's thumbnail JPEG for the feed"
     )
+    best_frame_memory_mb: int = Field(
+        256,
+        ge=0,
+        description="Most MiB the full-resolution best frames of all open events hold together (each kept "
+        "to replace its alert's snapshot at the event's end); above it the oldest are written out early "
+        "(0: no limit)",
+    )
 
     @model_validator(mode="after")
     def _pre_roll_fits(self) -> ClipSettings:
@@ -298,7 +335,15 @@ class RetentionSettings(Section):
         200_000,
         ge=0,
         le=100_000_000,
-        description="Bytes a stored snapshot counts for in the total (snapshot sizes are not recorded)",
+        description="Bytes a stored snapshot counts for in the total when its size is not recorded (sizes "
+        "are recorded since migration 0005; the estimate is for snapshots stored before)",
+    )
+    thumbnail_bytes: int = Field(
+        20_000,
+        ge=0,
+        le=100_000_000,
+        description="Bytes a stored thumbnail counts for in the total when its size is not recorded "
+        "(thumbnails stored before migration 0005)",
     )
     batch_size: int = Field(500, ge=1, le=1000, description="Alerts fetched per query during a sweep")
     max_alerts_per_sweep: int = Field(
@@ -320,6 +365,15 @@ class RuleSettings(Section):
     min_score: float = Field(0.5, gt=0, le=1, description="Minimum detection score")
     cooldown_s: float = Field(60.0, ge=0, description="Quiet time per camera and label after an alert")
     cameras: list[str] | None = Field(None, description="Camera ids this rule applies to; empty: all")
+    villages: list[str] | None = Field(None, description="Village ids this rule applies to; empty: all")
+    grids: list[str] | None = Field(None, description="Grid ids this rule applies to; empty: all")
+    schedules: list[str] | None = Field(
+        None, description="Schedule names: the rule is armed while any of them is; empty: always"
+    )
+    severity: Literal["low", "normal", "high", "critical"] | None = Field(
+        None, description="Severity of its alerts; empty: critical for fire and smoke, else normal"
+    )
+    enabled: bool = Field(True, description="A disabled rule raises nothing")
     zones: list[str] | None = Field(
         None,
         description="Zone names: the object must stand (box bottom centre) in one of them; empty: anywhere",
@@ -377,6 +431,7 @@ class GridSettings(Section):
     id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable grid id")
     name: str = Field(..., min_length=1, description="Display name")
     village: str = Field(..., description="Village id this grid belongs to")
+    team: str | None = Field(None, description="Team id of the grid's patrol team; empty: the fallback team")
 
 
 Point = tuple[float, float]
@@ -470,10 +525,26 @@ class Settings(Section):
     grids: list[GridSettings] = Field(default_factory=list)
     cameras: list[CameraSettings] = Field(default_factory=list)
     rules: list[RuleSettings] = Field(default_factory=list)
+    timezone: str = Field("UTC", description="Local time zone of schedules, rosters and messages (IANA name)")
+    holidays: list[date] = Field(default_factory=list, description="Dates that count as day 'holiday'")
+    schedules: list[ScheduleSettings] = Field(default_factory=list, description="Named weekly time windows")
+    teams: list[TeamSettings] = Field(default_factory=list, description="Patrol teams and their rosters")
+    users: list[UserSettings] = Field(default_factory=list, description="People, by id (team members)")
+    routing: RoutingSettings = RoutingSettings()
+    incidents: IncidentSettings = IncidentSettings()
+    notifiers: list[NotifierSettings] = Field(
+        default_factory=list, description="Where notifications go: webhook, wecom, dingtalk, mqtt, webpush"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_known(cls, value: str) -> str:
+        return check_timezone(value)
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
         problems: list[str] = []
+        self._check_alerting(problems)
         _unique(problems, "villages", [v.id for v in self.villages])
         _unique(problems, "grids", [g.id for g in self.grids])
         _unique(problems, "cameras", [c.id for c in self.cameras])
@@ -495,17 +566,34 @@ class Settings(Section):
                 url = secret.get_secret_value() if secret is not None else ""
                 if url.startswith(SIM_SCHEME) and url[len(SIM_SCHEME) :] not in mounts:
                     problems.append(f"camera {c.id!r} uses {url!r} but the simulator has no such camera")
-        cameras = {c.id for c in self.cameras}
-        zone_names = {z.name for c in self.cameras for z in c.zones}
         for c in self.cameras:
             _unique(problems, f"zones of camera {c.id!r}", [z.name for z in c.zones])
             for mask in [*c.masks, *c.motion_masks]:
                 if len(mask) < 3 or any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in mask):
                     problems.append(f"camera {c.id!r}: a mask needs at least 3 points inside 0..1")
-        for r in self.rules:
-            for cam in r.cameras or []:
-                if cam not in cameras:
-                    problems.append(f"rule {r.name!r} names unknown camera {cam!r}")
+        problems += self.rule_problems(self.rules)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def rule_problems(self, rules: list[RuleSettings]) -> list[str]:
+        """What is wrong with `rules` in this config: names of cameras, zones, villages, grids, schedules
+        that do not exist, thresholds for labels the rule does not have (also used for rule edits)."""
+        problems: list[str] = []
+        cameras = {c.id for c in self.cameras}
+        zone_names = {z.name for c in self.cameras for z in c.zones}
+        schedules = {x.name for x in self.schedules}
+        villages, grids = {v.id for v in self.villages}, {g.id for g in self.grids}
+        for r in rules:
+            for what, names, known in (
+                ("camera", r.cameras, cameras),
+                ("village", r.villages, villages),
+                ("grid", r.grids, grids),
+                ("schedule", r.schedules, schedules),
+            ):
+                for name in names or []:
+                    if name not in known:
+                        problems.append(f"rule {r.name!r} names unknown {what} {name!r}")
             for zone in r.zones or []:
                 if zone not in zone_names:
                     problems.append(f"rule {r.name!r} names zone {zone!r}, which no camera has")
@@ -520,9 +608,51 @@ class Settings(Section):
                 problems.append(
                     f"rule {r.name!r}: window ({r.window}) must be at least min_hits ({r.min_hits})"
                 )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
+
+    def _check_alerting(self, problems: list[str]) -> None:
+        _unique(problems, "teams", [t.id for t in self.teams])
+        _unique(problems, "users", [u.id for u in self.users])
+        _unique(problems, "schedules", [x.name for x in self.schedules])
+        _unique(problems, "rules", [r.name for r in self.rules])
+        teams = {t.id: t for t in self.teams}
+        schedules = {x.name for x in self.schedules}
+        for u in self.users:
+            if u.team is not None and u.team not in teams:
+                problems.append(f"user {u.id!r} names unknown team {u.team!r}")
+        for t in self.teams:
+            if t.fallback is not None and t.fallback not in teams:
+                problems.append(f"team {t.id!r} names unknown fallback team {t.fallback!r}")
+            if t.fallback == t.id:
+                problems.append(f"team {t.id!r} cannot be its own fallback")
+            for shift in t.roster:
+                if shift.user not in t.members:
+                    problems.append(f"team {t.id!r}: roster user {shift.user!r} is not in its members")
+                if shift.schedule not in schedules:
+                    problems.append(f"team {t.id!r}: roster names unknown schedule {shift.schedule!r}")
+        for g in self.grids:
+            if g.team is not None and g.team not in teams:
+                problems.append(f"grid {g.id!r} names unknown team {g.team!r}")
+        for what, team_id in (
+            ("fallback_team", self.routing.fallback_team),
+            ("monitoring_centre", self.routing.monitoring_centre),
+        ):
+            if team_id is not None and team_id not in teams:
+                problems.append(f"routing.{what} names unknown team {team_id!r}")
+        _unique(problems, "notifiers", [n.name for n in self.notifiers])
+        for n in self.notifiers:
+            for team_id in n.teams or []:
+                if team_id not in teams:
+                    problems.append(f"notifier {n.name!r} names unknown team {team_id!r}")
+        seen: dict[str, str] = {}
+        for group, labels in self.incidents.groups.items():
+            for label in labels:
+                if label in seen:
+                    problems.append(f"incidents.groups: {label!r} is in both {seen[label]!r} and {group!r}")
+                seen[label] = group
+        for group, window in self.incidents.group_windows.items():
+            if window < 0:
+                problems.append(f"incidents.group_windows: {group!r} must be >= 0 s")
 
     def spool_dir(self) -> Path:
         return self.spool.dir if self.spool.dir is not None else self.data_dir / "spool"

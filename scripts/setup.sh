@@ -10,7 +10,7 @@ APT_PACKAGES=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  postgresql docker-compose
+  postgresql docker-compose mosquitto
 )
 
 missing=()
@@ -26,6 +26,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "==> system packages present"
+fi
+
+# web-push-testing: the stand-in Web Push service that the notifier tests run. From the npm registry, into a
+# repo-local, git-ignored folder; pinned, and only installed when that version is not there yet.
+WEB_PUSH_TESTING_VERSION=1.2.2
+NODE_DIR=.cache/node
+have=$(node -p "require('./$NODE_DIR/node_modules/web-push-testing/package.json').version" 2>/dev/null || true)
+if [ "$have" != "$WEB_PUSH_TESTING_VERSION" ]; then
+  echo "==> npm install web-push-testing@$WEB_PUSH_TESTING_VERSION into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  npm install --prefix "$NODE_DIR" --no-save --no-audit --no-fund --loglevel=error \
+    "web-push-testing@$WEB_PUSH_TESTING_VERSION"
+else
+  echo "==> web-push-testing present"
 fi
 
 PY=${PYTHON:-python3}

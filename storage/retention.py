@@ -16,15 +16,24 @@ order would leave, after a crash, objects nothing refers to: never swept, never 
 An object delete that fails keeps the row (and the objects not yet deleted) for the next sweep; after
 `_MAX_STORE_FAILURES` retryable failures in a row the store is taken to be unreachable and the sweep stops.
 
-The size rule never deletes an alert whose clip is still on its way (the alert's clip summary "pending", or
-a clip row "pending" or "spooled"): `MetadataDB.list_alerts_oldest(settled_only=True)` leaves those out in
-the query, so a clip waiting in the spool through an outage is not deleted before it is stored. They are the
-newest alerts anyway. The age rule does delete them: an alert past its age limit goes even if its clip never
-arrived (a clip uploaded after that is an object nothing refers to).
+Neither rule deletes an alert something of which is on its way to the store through a spool: a clip row
+"pending" or "spooled", or a snapshot or thumbnail marked pending (`*_pending_since`, set by the pipeline
+before it spools an image, cleared when the upload is confirmed or given up: evicted, refused). Deleting
+one would let the spool upload, after the outage, an object no row points to (never swept, never counted).
+The size rule also keeps alerts whose clip summary is still "pending" (their first clip being recorded: the
+newest alerts). The age rule does not: minutes after the alert a first clip has a row or has failed, so an
+alert past its age limit with a "pending" summary and no clip on its way had its worker die while recording,
+and nothing will come. `MetadataDB.list_alerts_oldest(unspooled_only=True)` (age) and `settled_only=True`
+(size) leave those alerts out in the query; they are counted in the report (`skipped_by_age`,
+`skipped_by_size`) and logged, and go at a later sweep once their uploads are settled. (A worker killed
+between writing a clip row or an image mark and spooling the file leaves that alert kept for good, and
+reported at every sweep.)
 
-The stored total is what the database records: `size_bytes` of the clip rows that are "stored", plus
-`snapshot_bytes` for each stored snapshot (the schema has no snapshot size yet, so they count at that
-estimate). Clips an alert refers to only through its clip key, without a clip row, are not counted.
+The stored total is what the database records: `size_bytes` of the clip rows that are "stored", plus the
+recorded size of each stored snapshot and thumbnail (`snapshot_bytes` / `thumbnail_bytes` of the alert,
+migration 0005); images stored before sizes were recorded count at the policy's `snapshot_bytes` /
+`thumbnail_bytes` estimates. Clips an alert refers to only through its clip key, without a clip row, are not
+counted.
 
 Work per sweep is bounded: candidates come `batch_size` at a time (keyset paging, each alert deleted in its
 own short transaction), at most `max_alerts_per_sweep` per sweep; a sweep that stopped there says `more`,
@@ -45,7 +54,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
 from typing import Literal
 
-from storage.metadata import AlertRecord, MetadataDB
+from storage.metadata import AlertRecord, DeletedAlert, MetadataDB
 from storage.objectstore import ObjectStore, StorageError, clip_key, snapshot_key, thumbnail_key
 
 __all__ = ["AUDIT_ACTION", "AUDIT_ACTOR", "RetentionPolicy", "RetentionSweeper", "SweepReport"]
@@ -67,9 +76,10 @@ class RetentionPolicy:
 
     max_age_days: Mapping[str, float] = field(default_factory=dict)  # per label, e.g. {"fire": 365}
     default_max_age_days: float = 30.0  # labels not in max_age_days
-    max_total_gb: float | None = None  # clips + snapshots; None: no size limit
+    max_total_gb: float | None = None  # clips + snapshots + thumbnails; None: no size limit
     interval_s: float = 3600.0  # between background sweeps
-    snapshot_bytes: int = 200_000  # what a stored snapshot counts for (sizes are not recorded)
+    snapshot_bytes: int = 200_000  # what a stored snapshot without a recorded size counts for (before 0005)
+    thumbnail_bytes: int = 20_000  # the same for a thumbnail
     batch_size: int = 500  # candidates per query
     max_alerts_per_sweep: int = 5000
 
@@ -82,8 +92,10 @@ class RetentionPolicy:
             raise ValueError(f"max_total_gb must be > 0 or None (no limit), got {self.max_total_gb!r}")
         if not self.interval_s > 0:
             raise ValueError(f"interval_s must be > 0, got {self.interval_s!r}")
-        if self.snapshot_bytes < 0:
-            raise ValueError(f"snapshot_bytes must be >= 0, got {self.snapshot_bytes!r}")
+        if self.snapshot_bytes < 0 or self.thumbnail_bytes < 0:
+            raise ValueError(
+                f"image estimates must be >= 0, got {self.snapshot_bytes!r}, {self.thumbnail_bytes!r}"
+            )
         if not 1 <= self.batch_size <= 1000:
             raise ValueError(f"batch_size must be 1..1000, got {self.batch_size!r}")
         if self.max_alerts_per_sweep < 1:
@@ -104,12 +116,17 @@ class SweepReport:
     deleted_by_age: int
     deleted_by_size: int
     objects_deleted: int  # object keys the deleted alerts' rows referred to
-    bytes_freed: int  # recorded clip bytes plus snapshot estimates of the deleted alerts
+    bytes_freed: int  # clip, snapshot and thumbnail bytes of the deleted alerts (estimates where unknown)
     errors: int  # alerts kept because an object could not be deleted (the next sweep retries)
     last_error: str | None
     stored_bytes: int | None  # the recorded total after the sweep; None without a size limit
     more: bool  # stopped at max_alerts_per_sweep: work is left, sweep again soon
     duration_s: float
+    # Alerts a rule would have deleted, kept because something of theirs may still land in the store (a clip,
+    # snapshot or thumbnail not yet stored): by age, those past their limit; by size, those older than where
+    # the size rule stopped (all of them if it found nothing else to delete). One alert may count for both.
+    skipped_by_age: int = 0
+    skipped_by_size: int = 0
 
     @property
     def deleted(self) -> int:
@@ -126,6 +143,8 @@ class _Tally:
     last_error: str | None = None
     store_failures: int = 0  # retryable failures in a row
     budget_hit: bool = False
+    skipped_by_age: int = 0
+    skipped_by_size: int = 0
 
     @property
     def deleted(self) -> int:
@@ -154,7 +173,8 @@ class RetentionSweeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_report: SweepReport | None = None
-        # Since start, for metrics: sweeps, deleted_by_age, deleted_by_size, bytes_freed, errors.
+        # Since start, for metrics: sweeps, deleted_by_age, deleted_by_size, bytes_freed, errors, and
+        # skipped_by_age / skipped_by_size (alerts kept for evidence on its way, counted at every sweep).
         self.totals: Counter[str] = Counter()
 
     # -- one sweep ------------------------------------------------------------------------------
@@ -180,6 +200,8 @@ class RetentionSweeper:
             stored_bytes=stored,
             more=tally.budget_hit,
             duration_s=time.perf_counter() - started,
+            skipped_by_age=tally.skipped_by_age,
+            skipped_by_size=tally.skipped_by_size,
         )
         self.last_report = report
         self.totals.update(
@@ -188,6 +210,8 @@ class RetentionSweeper:
             deleted_by_size=report.deleted_by_size,
             bytes_freed=report.bytes_freed,
             errors=report.errors,
+            skipped_by_age=report.skipped_by_age,
+            skipped_by_size=report.skipped_by_size,
         )
         self._log_summary(report)
         return report
@@ -202,10 +226,27 @@ class RetentionSweeper:
     ) -> None:
         days = self.policy.max_age_days[label] if label is not None else self.policy.default_max_age_days
         cutoff = now - timedelta(days=days)
+        skipped = self.db.count_alerts_in_flight(
+            before=cutoff, label=label, other_than=other_than, spooling_only=True
+        )
+        if skipped:
+            tally.skipped_by_age += skipped
+            log.info(
+                "retention: %d alert(s) of %s past %g days kept: a clip, snapshot or thumbnail of theirs is "
+                "not stored yet",
+                skipped,
+                repr(label) if label is not None else "other labels",
+                days,
+            )
         after: tuple[datetime, str] | None = None
         while not self._halted(tally):
             batch = self.db.list_alerts_oldest(
-                before=cutoff, label=label, other_than=other_than, after=after, limit=self.policy.batch_size
+                before=cutoff,
+                label=label,
+                other_than=other_than,
+                after=after,
+                unspooled_only=True,
+                limit=self.policy.batch_size,
             )
             for alert in batch:
                 if self._halted(tally):
@@ -220,10 +261,14 @@ class RetentionSweeper:
         limit = self.policy.max_total_bytes
         assert limit is not None
         total = self._stored_bytes()
+        if total <= limit:
+            return total
         after: tuple[datetime, str] | None = None
+        ran_dry = False
         while total > limit and not self._halted(tally):
             batch = self.db.list_alerts_oldest(after=after, settled_only=True, limit=self.policy.batch_size)
             if not batch:
+                ran_dry = True
                 if not tally.errors:
                     log.warning(
                         "retention: %d bytes stored, above the limit of %d, and no stored alert to delete",
@@ -241,10 +286,22 @@ class RetentionSweeper:
             if total > limit:
                 self._log_progress(tally)
                 total = self._stored_bytes()  # clips stored meanwhile count too
+        # the alerts on their way that the rule passed over: older than where it stopped, or all of them
+        skipped = self.db.count_alerts_in_flight(before=None if ran_dry or after is None else after[0])
+        if skipped:
+            tally.skipped_by_size += skipped
+            log.info(
+                "retention: %d alert(s) among the oldest kept above the size limit: a clip, snapshot or "
+                "thumbnail of theirs is not stored yet",
+                skipped,
+            )
         return self._stored_bytes()
 
     def _stored_bytes(self) -> int:
-        return self.db.stored_clip_bytes() + self.db.count_snapshots() * self.policy.snapshot_bytes
+        images = self.db.stored_image_bytes(
+            snapshot_estimate=self.policy.snapshot_bytes, thumbnail_estimate=self.policy.thumbnail_bytes
+        )
+        return self.db.stored_clip_bytes() + images
 
     # -- one alert ------------------------------------------------------------------------------
     def _delete(self, alert: AlertRecord, reason: Reason, now: datetime, tally: _Tally) -> int | None:
@@ -274,13 +331,24 @@ class RetentionSweeper:
             tally.by_age += 1
         else:
             tally.by_size += 1
-        freed = deleted.clip_bytes + (self.policy.snapshot_bytes if alert.snapshot_key else 0)
+        freed = deleted.clip_bytes + self._image_bytes(deleted)
         tally.objects += len(deleted.object_keys)
         tally.freed += freed
         log.debug(
             "retention: deleted alert %s (%s, %.1f days, by %s)", alert.id, alert.label, age_days, reason
         )
         return freed
+
+    def _image_bytes(self, deleted: DeletedAlert) -> int:
+        """The recorded sizes of the deleted alert's stored images, estimates for those not recorded."""
+        total = 0
+        for key, size, estimate in (
+            (deleted.snapshot_key, deleted.snapshot_bytes, self.policy.snapshot_bytes),
+            (deleted.thumbnail_key, deleted.thumbnail_bytes, self.policy.thumbnail_bytes),
+        ):
+            if key:
+                total += estimate if size is None else size
+        return total
 
     def _delete_object(self, alert: AlertRecord, key: str, tally: _Tally) -> bool:
         try:
@@ -318,7 +386,7 @@ class RetentionSweeper:
         log.log(
             logging.WARNING if report.errors else logging.INFO,
             "retention sweep: %d alerts deleted (%d by age, %d by size), %d objects, %.1f MB freed, "
-            "%d errors%s in %.1f s%s",
+            "%d errors%s%s in %.1f s%s",
             report.deleted,
             report.deleted_by_age,
             report.deleted_by_size,
@@ -326,6 +394,12 @@ class RetentionSweeper:
             report.bytes_freed / 1e6,
             report.errors,
             stored,
+            (
+                f", kept with evidence not yet stored: {report.skipped_by_age} past their age, "
+                f"{report.skipped_by_size} for size"
+                if report.skipped_by_age or report.skipped_by_size
+                else ""
+            ),
             report.duration_s,
             "; more to do, sweeping again" if report.more else "",
         )

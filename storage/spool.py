@@ -25,6 +25,12 @@ Disk quota: when an item would take the ready items over `quota_bytes`, the olde
 being uploaded) are evicted first; each eviction is a warning naming key and alert, counted in `stats`.
 Items in failed/ are outside the quota.
 
+One spool directory, one `Spool`: opening one takes an exclusive `flock` on `<dir>/spool.lock` (and writes
+its pid there); a second one on the same directory, in another process or in this one, fails at once with
+`SpoolLocked` naming the directory and the pid that holds it. Two workers sharing a directory would delete
+each other's half-written files at start and upload each other's items twice. `stop()` (or `close()`)
+releases the lock, as does the end of the process, however it ends.
+
 At start the spool removes leftovers in tmp/, re-queues ready/ in sequence order, and aborts incomplete
 multipart uploads of its own items' keys (and, under `clips/`, `snapshots/` and `thumbnails/`, those older
 than `stale_upload_s`). The SDK has no public call for that: `ObjectStore.abort_incomplete_uploads` uses
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -46,11 +53,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from types import TracebackType
+from typing import IO, Any, Literal
 
 from storage.objectstore import ObjectStore, StorageError
 
-__all__ = ["Spool", "SpoolItem", "SpoolStats"]
+__all__ = ["LOCK_NAME", "Spool", "SpoolItem", "SpoolLocked", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,19 @@ _CHUNK = 1024 * 1024
 _NAME = re.compile(r"(\d{12})-([A-Za-z0-9._-]+)")
 _PREFIXES = ("clips/", "snapshots/", "thumbnails/")
 _MAX_MISMATCHES = 3
+LOCK_NAME = "spool.lock"
+
+
+class SpoolLocked(RuntimeError):
+    """Another `Spool` (another worker process, or one in this process) has the directory open."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        self.directory = directory
+        self.holder = holder  # the pid written in the lock file, as text ("unknown" if none was readable)
+        super().__init__(
+            f"spool directory {directory} is in use by process {holder} (lock {directory / LOCK_NAME}): "
+            "two workers must not share a spool; give each its own spool.dir"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +142,8 @@ def _noop(_item: SpoolItem) -> None:
 
 
 class Spool:
-    """See the module docstring. `start()` rescans and starts the uploader; `stop()` flushes briefly."""
+    """See the module docstring. Creating one locks the directory (`SpoolLocked` if another spool has it);
+    `start()` rescans and starts the uploader; `stop()` / `close()` flush briefly and release the lock."""
 
     def __init__(
         self,
@@ -161,6 +183,7 @@ class Spool:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._bucket_ready = False
+        self._lock_file: IO[str] | None = _lock_directory(self.directory)
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(
@@ -169,7 +192,11 @@ class Spool:
         on_evicted: Callback | None = None,
         on_failed: Callback | None = None,
     ) -> Spool:
-        """Rescan the directory, then upload in the background. Callbacks run in the uploader thread."""
+        """Rescan the directory, then upload in the background. Callbacks run in the uploader thread.
+
+        A spool stopped before locks its directory again (`SpoolLocked` if another spool took it)."""
+        if self._lock_file is None:
+            self._lock_file = _lock_directory(self.directory)
         self.on_stored = on_stored or self.on_stored
         self.on_evicted = on_evicted or self.on_evicted
         self.on_failed = on_failed or self.on_failed
@@ -180,7 +207,33 @@ class Spool:
         return self
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Upload what can be uploaded within `grace_s`, then stop; the rest stays on disk for next time."""
+        """Upload what can be uploaded within `grace_s`, then stop and release the directory's lock; the rest
+        stays on disk for next time. Writes to a stopped spool are refused (logged, counted, None)."""
+        try:
+            self._stop_uploader(grace_s)
+        finally:
+            self._unlock()
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """The same as `stop()`."""
+        self.stop(grace_s)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _unlock(self) -> None:
+        lock_file, self._lock_file = self._lock_file, None
+        if lock_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+            lock_file.close()
+
+    def _stop_uploader(self, grace_s: float) -> None:
         thread = self._thread
         if thread is None:
             return
@@ -280,6 +333,11 @@ class Spool:
         tags: Mapping[str, str] | None,
         extra: _Extra,
     ) -> SpoolItem | None:
+        if self._lock_file is None:
+            self._write_failed(
+                key, alert_id, camera_id, OSError(errno.EBADF, f"the spool on {self.directory} is stopped")
+            )
+            return None
         if size > self.quota_bytes:
             self._write_failed(
                 key, alert_id, camera_id, OSError(errno.EFBIG, f"{size} bytes exceed the spool quota")
@@ -572,6 +630,34 @@ class Spool:
         for path in (item.path, item.path.with_name(f"{item.path.name}.json")):
             with contextlib.suppress(OSError):
                 os.replace(path, self._failed / path.name)
+
+
+def _lock_directory(directory: Path) -> IO[str]:
+    """Create `directory` and take the exclusive lock on its lock file, writing our pid into it.
+
+    flock locks belong to the open file description, so a second open of the file, even in this process,
+    conflicts; the lock goes when the file is closed (also when the Spool is garbage-collected) or the
+    process ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_NAME
+    lock_file = open(path, "a+", encoding="ascii")  # noqa: SIM115 - held open for the spool's lifetime
+    try:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        holder = lock_file.read(32).strip() or "unknown"
+        lock_file.close()
+        if holder == str(os.getpid()):
+            holder += " (this process)"
+        raise SpoolLocked(directory, holder) from None
+    except BaseException:
+        lock_file.close()
+        raise
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
+    return lock_file
 
 
 def _insert(queue: list[SpoolItem], item: SpoolItem) -> None:

@@ -196,3 +196,21 @@ def db(db_url: str) -> Iterator[MetadataDB]:
     database.migrate()
     yield database
     database.close()
+
+
+def _until(what: str, probe: Callable[[], Any], timeout: float = 10.0, every: float = 0.02) -> Any:
+    """Poll `probe` until it gives something truthy and return it; fail saying `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(every)
+
+
+@pytest.fixture
+def until() -> Callable[..., Any]:
+    """`until(what, probe, timeout=10, every=0.02)`: wait for a condition, with a deadline."""
+    return _until

@@ -502,7 +502,7 @@ def test_count_snapshots(db: MetadataDB) -> None:
 
 
 def test_delete_alert_audited_is_one_transaction(db: MetadataDB) -> None:
-    gone = _alert(T0, snapshot_key="snapshots/g.jpg")
+    gone = _alert(T0, snapshot_key="snapshots/g.jpg", snapshot_bytes=1234)
     db.add_alert(gone)
     db.update_clip(db.add_clip(gone.id, "clips/g.mp4").id, "stored", facts=_facts(700))
     db.add_alert_action(gone.id, "acknowledged")
@@ -531,6 +531,99 @@ def test_delete_alert_audited_is_one_transaction(db: MetadataDB) -> None:
         "reason": "age",
         "object_keys": list(deleted.object_keys),
         "clip_bytes": 700,
+        "snapshot_bytes": 1234,
+        "thumbnail_bytes": None,
     }
     assert db.delete_alert_audited(gone.id, actor="retention", action="deleted") is None
     assert len(db.list_audit()) == 1  # no entry for an alert that was already gone
+
+
+# -- image sizes and images waiting in a spool ------------------------------------------------------
+
+
+def test_image_sizes_are_recorded_and_the_last_one_counts(db: MetadataDB) -> None:
+    alert, legacy, none = _alert(T0), _alert(T0), _alert(T0)
+    for a in (alert, legacy, none):
+        db.add_alert(a)
+    db.set_snapshot(alert.id, "snapshots/a.jpg", size_bytes=90_000)
+    db.set_thumbnail(alert.id, "thumbnails/a.jpg", size_bytes=8_000)
+    db.set_snapshot(legacy.id, "snapshots/l.jpg")  # size unknown, as for images stored before 0005
+    got = db.get_alert(alert.id)
+    assert got is not None and (got.snapshot_bytes, got.thumbnail_bytes) == (90_000, 8_000)
+    assert db.stored_image_bytes(snapshot_estimate=1_000, thumbnail_estimate=100) == 90_000 + 8_000 + 1_000
+    db.set_snapshot(alert.id, "snapshots/a.jpg", size_bytes=120_000)  # the best frame replaced it
+    assert db.stored_image_bytes(snapshot_estimate=1_000, thumbnail_estimate=100) == 120_000 + 8_000 + 1_000
+    deleted = db.delete_alert(alert.id)
+    assert deleted is not None
+    assert (deleted.snapshot_key, deleted.snapshot_bytes) == ("snapshots/a.jpg", 120_000)
+    assert (deleted.thumbnail_key, deleted.thumbnail_bytes) == ("thumbnails/a.jpg", 8_000)
+    gone = db.delete_alert(none.id)
+    assert gone is not None and (gone.snapshot_key, gone.snapshot_bytes, gone.thumbnail_bytes) == (None,) * 3
+    with pytest.raises(ValueError):
+        db.set_snapshot(legacy.id, "snapshots/l.jpg", size_bytes=-1)
+    with pytest.raises(KeyError):
+        db.set_thumbnail(alert.id, "thumbnails/a.jpg", size_bytes=1)
+
+
+def test_images_waiting_in_a_spool_keep_their_alert_unsettled(db: MetadataDB) -> None:
+    alert, other = _alert(T0), _alert(T0 + timedelta(seconds=1))
+    for a in (alert, other):
+        db.add_alert(a)
+        db.set_clip(a.id, key=f"clips/{a.id}.mp4", status="stored")
+    assert [a.id for a in db.list_alerts_oldest(settled_only=True)] == [alert.id, other.id]
+    assert db.count_alerts_in_flight() == 0
+
+    t1 = T0 + timedelta(minutes=1)
+    db.mark_image_pending(alert.id, "snapshot", t1)
+    db.mark_image_pending(alert.id, "thumbnail", t1)
+    assert [a.id for a in db.list_alerts_oldest(settled_only=True)] == [other.id]
+    assert db.count_alerts_in_flight() == 1
+    assert db.count_alerts_in_flight(before=T0) == 0 and db.count_alerts_in_flight(label="car") == 0
+
+    # The event's best frame is spooled (t2) before the first snapshot's upload is confirmed: that
+    # confirmation must not end the wait for the replacement.
+    t2 = t1 + timedelta(seconds=20)
+    db.mark_image_pending(alert.id, "snapshot", t2)
+    db.set_snapshot(alert.id, "snapshots/a.jpg", size_bytes=50_000, spooled_at=t1 + timedelta(microseconds=5))
+    db.set_thumbnail(
+        alert.id, "thumbnails/a.jpg", size_bytes=5_000, spooled_at=t1 + timedelta(microseconds=9)
+    )
+    assert db.count_alerts_in_flight() == 1, "the best frame is still on its way"
+    db.set_snapshot(alert.id, "snapshots/a.jpg", size_bytes=70_000, spooled_at=t2 + timedelta(microseconds=3))
+    assert db.count_alerts_in_flight() == 0
+    assert [a.id for a in db.list_alerts_oldest(settled_only=True)] == [alert.id, other.id]
+    got = db.get_alert(alert.id)
+    assert got is not None and (got.snapshot_bytes, got.thumbnail_bytes) == (70_000, 5_000)
+
+    # An image given up (not written, evicted, refused) ends its wait, but not a later image's.
+    t3 = t2 + timedelta(minutes=5)
+    db.mark_image_pending(other.id, "thumbnail", t3)
+    db.clear_image_pending(other.id, "thumbnail", t2)
+    assert db.count_alerts_in_flight() == 1
+    db.clear_image_pending(other.id, "thumbnail", t3)
+    assert db.count_alerts_in_flight() == 0
+    db.clear_image_pending("no-such-alert", "snapshot", t3)  # gone (retention): nothing to do
+    with pytest.raises(KeyError):
+        db.mark_image_pending("no-such-alert", "snapshot", t3)
+    with pytest.raises(ValueError):
+        db.mark_image_pending(alert.id, "clip", t3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        db.mark_image_pending(alert.id, "snapshot", datetime(2024, 5, 1))
+
+
+def test_count_alerts_in_flight_counts_what_settled_only_leaves_out(db: MetadataDB) -> None:
+    pending, spooled_clip, settled = (_alert(T0 + timedelta(seconds=i), label="fire") for i in range(3))
+    for a in (pending, spooled_clip, settled):
+        db.add_alert(a)
+    db.set_clip(spooled_clip.id, key="clips/s.mp4", status="stored")
+    db.add_clip(spooled_clip.id, "clips/s-1.mp4", sequence=1, status="spooled")
+    db.set_clip(settled.id, key="clips/t.mp4", status="stored")
+    assert db.count_alerts_in_flight() == 2 == 3 - len(db.list_alerts_oldest(settled_only=True))
+    assert db.count_alerts_in_flight(before=T0 + timedelta(seconds=1)) == 1
+    assert db.count_alerts_in_flight(other_than=("fire",)) == 0
+    # only what waits in a spool: not an alert whose clip summary alone says "pending" (being recorded)
+    assert [a.id for a in db.list_alerts_oldest(unspooled_only=True)] == [pending.id, settled.id]
+    assert db.count_alerts_in_flight(spooling_only=True) == 1
+    db.mark_image_pending(settled.id, "thumbnail", T0)
+    assert [a.id for a in db.list_alerts_oldest(unspooled_only=True)] == [pending.id]
+    assert db.count_alerts_in_flight(spooling_only=True) == 2 and db.count_alerts_in_flight() == 3

@@ -44,6 +44,9 @@ from storage.metadata import AlertRecord, MetadataDB, UtcDateTime, make_engine, 
 REPO = Path(__file__).resolve().parents[2]
 ALL_TABLES = {
     "alembic_version",
+    "incidents",
+    "push_subscriptions",
+    "rule_overrides",
     "cameras",
     "villages",
     "grids",
@@ -57,6 +60,7 @@ ALL_TABLES = {
     "audit_log",
 }
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+SIZE_COLUMNS = ("snapshot_bytes", "thumbnail_bytes", "snapshot_pending_since", "thumbnail_pending_since")
 
 
 @pytest.fixture
@@ -101,7 +105,7 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
     db = MetadataDB(db_url)
     assert db.schema_revision() is None
     db.migrate()
-    assert db.schema_revision() == migrations.head_revision() == "0004"
+    assert db.schema_revision() == migrations.head_revision() == "0006"
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
     assert _check_constraints(engine) == _model_check_constraints()
@@ -117,6 +121,13 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
 def test_downgrade_step_by_step_to_base_and_upgrade_again(db_url: str, engine: Engine) -> None:
     db = MetadataDB(db_url)
     db.migrate()
+    migrations.downgrade(engine, "0005")
+    assert db.schema_revision() == "0005"
+    assert not {"incidents", "push_subscriptions", "rule_overrides"} & _tables(engine)
+    assert "incident_id" not in {c["name"] for c in inspect(engine).get_columns("alerts")}
+    migrations.downgrade(engine, "0004")
+    assert db.schema_revision() == "0004"
+    assert not set(SIZE_COLUMNS) & {c["name"] for c in inspect(engine).get_columns("alerts")}
     migrations.downgrade(engine, "0003")
     assert db.schema_revision() == "0003"
     assert "thumbnail_key" not in {c["name"] for c in inspect(engine).get_columns("alerts")}
@@ -151,6 +162,53 @@ def _alert(**overrides: Any) -> AlertRecord:
     return AlertRecord(**(values | overrides))
 
 
+def test_upgrade_to_0006_keeps_deliveries_and_actions(db_url: str, engine: Engine) -> None:
+    """Deliveries of the old shape get their key (alert:channel:target); actions and alerts stay; the way
+    back keeps them too."""
+    db = MetadataDB(db_url)
+    db.migrate()
+    migrations.downgrade(engine, "0005")
+    alert_id = new_id()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO alerts (id, camera_id, village, grid, label, score, bbox, created_at, "
+                "frame_time, clip_status) VALUES (:id, 'cam-01', 'v01', 'g0101', 'fire', 0.9, "
+                "'[1, 2, 3, 4]', :t, :t, 'pending')"
+            ),
+            {"id": alert_id, "t": T0.replace(tzinfo=None)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (alert_id, channel, target, status, attempts, at) "
+                "VALUES (:id, 'webhook', 'team:t1', 'sent', 2, :t)"
+            ),
+            {"id": alert_id, "t": T0.replace(tzinfo=None)},
+        )
+        conn.execute(
+            text("INSERT INTO alert_actions (alert_id, action, at) VALUES (:id, 'acknowledged', :t)"),
+            {"id": alert_id, "t": T0.replace(tzinfo=None)},
+        )
+    db.migrate()
+    assert db.schema_revision() == "0006" and _schema_diffs(engine) == []
+    [delivery] = db.list_deliveries(alert_id)
+    assert (delivery.key, delivery.status, delivery.attempts) == (f"{alert_id}:webhook:team:t1", "sent", 2)
+    assert db.delivery_done(delivery.key)
+    assert [a.action for a in db.list_alert_actions(alert_id)] == ["acknowledged"]
+    alert = db.get_alert(alert_id)
+    assert alert is not None and alert.incident_id is None and alert.severity is None
+    db.record_delivery(alert_id, "webhook", "ops", "gone", key="inc:new:x:ops:abc")
+    db.add_alert_action(alert_id, "on_scene")
+    migrations.downgrade(engine, "0005")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT channel, target, status FROM deliveries ORDER BY target")).all()
+        actions = conn.execute(text("SELECT action FROM alert_actions")).scalars().all()
+    assert [tuple(r) for r in rows] == [("webhook", "ops", "failed"), ("webhook", "team:t1", "sent")]
+    assert actions == ["acknowledged"]  # on_scene has no old equivalent
+    db.migrate()
+    db.close()
+
+
 def test_downgrade_of_the_evidence_tables_keeps_alerts(db_url: str, engine: Engine) -> None:
     db = MetadataDB(db_url)
     db.migrate()
@@ -179,6 +237,83 @@ def test_downgrade_of_the_thumbnail_column_keeps_alerts(db_url: str, engine: Eng
     deleted = db.delete_alert(alert.id)  # retention deletes the thumbnail with the rest
     assert deleted is not None
     assert set(deleted.object_keys) == {"clips/b.mp4", "snapshots/b.jpg", "thumbnails/b.jpg"}
+    db.close()
+
+
+def test_upgrade_from_0004_keeps_rows_and_sizes_start_unknown(db_url: str, engine: Engine) -> None:
+    """A database at 0004 with alerts, a clip row and an action in it: 0005 adds the size and pending columns
+    (NULL for the rows there), keeps every row, and what was stored before counts at the estimates."""
+    db = MetadataDB(db_url)
+    db.migrate()
+    migrations.downgrade(engine, "0004")
+    alerts = Table("alerts", MetaData(), autoload_with=engine)
+    assert not set(SIZE_COLUMNS) & set(alerts.columns.keys())
+    rows = [
+        {
+            "id": new_id(),
+            "camera_id": "cam-01",
+            "village": "v01",
+            "grid": "g0101",
+            "label": label,
+            "score": 0.9,
+            "bbox": [1.0, 2.0, 3.0, 4.0],
+            "created_at": T0.replace(minute=i),
+            "frame_time": T0.replace(minute=i),
+            "snapshot_key": f"snapshots/{i}.jpg",
+            "thumbnail_key": f"thumbnails/{i}.jpg" if i else None,
+            "clip_key": f"clips/{i}.mp4",
+            "clip_status": "stored",
+        }
+        for i, label in enumerate(("person", "fire"))
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(alerts), rows)
+        conn.execute(
+            text(
+                "INSERT INTO clips (id, alert_id, object_key, sequence, status, size_bytes, created_at) "
+                "VALUES ('c1', :alert, 'clips/0.mp4', 0, 'stored', 5000, :at)"
+            ),
+            {"alert": rows[0]["id"], "at": T0.replace(tzinfo=None)},
+        )
+        conn.execute(
+            text("INSERT INTO alert_actions (alert_id, action, at) VALUES (:alert, 'acknowledged', :at)"),
+            {"alert": rows[1]["id"], "at": T0.replace(tzinfo=None)},
+        )
+
+    db.migrate()
+
+    assert db.schema_revision() == migrations.head_revision() and _schema_diffs(engine) == []
+    with engine.connect() as conn:
+        sizes = conn.execute(text(f"SELECT id, {', '.join(SIZE_COLUMNS)} FROM alerts ORDER BY id")).all()
+    assert sorted(sizes) == sorted((r["id"], None, None, None, None) for r in rows)
+    first, second = (db.get_alert(str(r["id"])) for r in rows)
+    assert first is not None and second is not None
+    assert (first.label, first.snapshot_key, first.thumbnail_key, first.clip_key) == (
+        "person",
+        "snapshots/0.jpg",
+        None,
+        "clips/0.mp4",
+    )
+    assert (second.label, second.thumbnail_key, second.snapshot_bytes, second.thumbnail_bytes) == (
+        "fire",
+        "thumbnails/1.jpg",
+        None,
+        None,
+    )
+    assert [c.size_bytes for c in db.list_clips(first.id)] == [5000]
+    assert [a.action for a in db.list_alert_actions(second.id)] == ["acknowledged"]
+    # stored before sizes were recorded: the estimates; a size recorded now replaces its estimate
+    assert db.stored_image_bytes(snapshot_estimate=100, thumbnail_estimate=10) == 2 * 100 + 10
+    db.set_snapshot(first.id, "snapshots/0.jpg", size_bytes=4321)
+    assert db.stored_image_bytes(snapshot_estimate=100, thumbnail_estimate=10) == 4321 + 100 + 10
+
+    migrations.downgrade(engine, "0004")  # and back: the rows stay (SQLite copies the table)
+    assert db.schema_revision() == "0004"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alerts")).scalar() == 2
+    db.migrate()
+    again = db.get_alert(first.id)
+    assert again is not None and again.snapshot_bytes is None and again.snapshot_key == "snapshots/0.jpg"
     db.close()
 
 
@@ -378,7 +513,7 @@ def test_processes_starting_at_once_all_migrate(db_url: str, engine: Engine) -> 
         assert _tables(engine) <= {"alembic_version"}  # nobody got past the lock
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert [out.strip() for out, _ in outputs] == ["0004"] * 3
+    assert [out.strip() for out, _ in outputs] == ["0006"] * 3
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
 

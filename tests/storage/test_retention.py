@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from gridwatch.settings import RetentionSettings
 from storage.metadata import AlertRecord, ClipFacts, MetadataDB, new_alert_id
 from storage.objectstore import ObjectStore, StorageError, clip_key, snapshot_key, thumbnail_key
 from storage.retention import RetentionPolicy, RetentionSweeper
+from storage.spool import Spool, SpoolItem
 
 NOW = datetime(2024, 9, 1, 12, 0, tzinfo=UTC)
 SNAPSHOT = 1_000  # bytes of every test snapshot, and what the policies count a snapshot for
@@ -64,8 +66,14 @@ def _stored_alert(
     clip_sizes: tuple[int, ...] = (10_000,),
     snapshot: bool = True,
     clip_status: str = "stored",
+    snapshot_size: int = SNAPSHOT,
+    thumbnail_size: int | None = None,
+    record_sizes: bool = False,
 ) -> Stored:
-    """An alert with real objects in the store, recorded as the recorder and spool record them."""
+    """An alert with real objects in the store, recorded as the recorder and spool record them.
+
+    `record_sizes`: the image sizes go into the row (as from migration 0005 on); else they are unknown, as
+    for images stored before."""
     created = NOW - age
     alert = AlertRecord(
         id=new_alert_id(),
@@ -95,8 +103,13 @@ def _stored_alert(
         db.set_clip(alert.id, key=first, status="stored", duration_s=30.0)
     if snapshot:
         key = snapshot_key(alert.camera_id, created, alert.id)
-        store.put_bytes(key, os.urandom(SNAPSHOT), "image/jpeg")
-        db.set_snapshot(alert.id, key)
+        store.put_bytes(key, os.urandom(snapshot_size), "image/jpeg")
+        db.set_snapshot(alert.id, key, size_bytes=snapshot_size if record_sizes else None)
+        keys.append(key)
+    if thumbnail_size is not None:
+        key = thumbnail_key(alert.camera_id, created, alert.id)
+        store.put_bytes(key, os.urandom(thumbnail_size), "image/jpeg")
+        db.set_thumbnail(alert.id, key, size_bytes=thumbnail_size if record_sizes else None)
         keys.append(key)
     record = db.get_alert(alert.id)
     assert record is not None
@@ -236,6 +249,39 @@ def test_size_never_deletes_a_clip_still_on_its_way(db: MetadataDB, store: Objec
     assert db.get_alert(spooled.alert.id) is not None
     assert not _is_gone(db, store, continuation_pending)
     assert report.stored_bytes == 10_000 + SNAPSHOT  # the kept one; the spooled clip is not stored yet
+
+
+def test_size_counts_the_recorded_snapshot_and_thumbnail_bytes(db: MetadataDB, store: ObjectStore) -> None:
+    """The stored total is what is really in the store: recorded image sizes, not the estimates (which only
+    images stored before sizes were recorded count at), and thumbnails too."""
+    legacy = _stored_alert(db, store, timedelta(hours=70), thumbnail_size=100)  # sizes unknown: estimates
+    alerts = [
+        _stored_alert(
+            db, store, timedelta(hours=60 - i), snapshot_size=30_000, thumbnail_size=4_000, record_sizes=True
+        )
+        for i in range(4)
+    ]
+    each = 10_000 + 30_000 + 4_000
+    policy = _policy(max_total_gb=100_000 / 1024**3, snapshot_bytes=SNAPSHOT, thumbnail_bytes=100)
+    sweeper = RetentionSweeper(db, store, policy)
+    assert (
+        sweeper._stored_bytes()
+        == _object_bytes(store, [legacy, *alerts])
+        == 10_000 + SNAPSHOT + 100 + 4 * each
+    )
+
+    report = sweeper.sweep_once(NOW)
+
+    # 187,100 bytes: the legacy alert and the two oldest go (88,000 left); with snapshots counted at the
+    # 1,000-byte estimate and thumbnails not at all the total would have looked like 56,000 (nothing to do).
+    assert [_is_gone(db, store, s) for s in [legacy, *alerts]] == [True, True, True, False, False]
+    assert (report.deleted_by_size, report.errors) == (3, 0)
+    assert report.stored_bytes == 2 * each == _object_bytes(store, alerts[2:])
+    assert report.bytes_freed == 10_000 + SNAPSHOT + 100 + 2 * each == sweeper.totals["bytes_freed"]
+    details = {e.target: e.details for e in db.list_audit(limit=100)}
+    assert details[f"alert:{alerts[0].alert.id}"]["snapshot_bytes"] == 30_000
+    assert details[f"alert:{alerts[0].alert.id}"]["thumbnail_bytes"] == 4_000
+    assert details[f"alert:{legacy.alert.id}"]["snapshot_bytes"] is None  # not recorded: the estimate counted
 
 
 def test_size_then_age_and_both_reasons_are_audited(db: MetadataDB, store: ObjectStore) -> None:
@@ -452,3 +498,63 @@ def test_settings_validate_and_make_a_policy() -> None:
     ):
         with pytest.raises(ValidationError):
             RetentionSettings(**bad)  # type: ignore[arg-type]
+
+
+# -- evidence still on its way ------------------------------------------------------------------------
+
+
+def test_alerts_with_evidence_still_in_the_spool_are_kept_until_it_is_stored(
+    db: MetadataDB, store: ObjectStore, tmp_path: Path
+) -> None:
+    """The store was down: a clip and a snapshot of two old alerts wait in the spool. Neither rule deletes
+    those alerts (the spool would then upload objects no row points to); once the uploads are confirmed,
+    the next sweep deletes them, objects and all."""
+    old_clip = _stored_alert(db, store, timedelta(days=50), clip_sizes=(), snapshot=False).alert
+    old_snapshot = _stored_alert(db, store, timedelta(days=49), snapshot=False).alert
+    settled = _stored_alert(db, store, timedelta(days=48))
+    spool = Spool(store, tmp_path / "spool", 10 * 1024 * 1024)
+    try:
+        key = clip_key(old_clip.camera_id, old_clip.created_at, old_clip.id)
+        clip_file = tmp_path / "clip.mp4"
+        clip_file.write_bytes(os.urandom(7_000))
+        row = db.add_clip(old_clip.id, key, status="pending")  # as the pipeline does before it spools
+        assert spool.put_file(
+            "clip", key, clip_file, "video/mp4", alert_id=old_clip.id, camera_id="cam-01", clip_id=row.id
+        )
+        since = datetime.now(UTC)
+        db.mark_image_pending(old_snapshot.id, "snapshot", since)
+        image = snapshot_key(old_snapshot.camera_id, old_snapshot.created_at, old_snapshot.id)
+        assert spool.put_bytes(
+            "snapshot", image, os.urandom(3_000), "image/jpeg", alert_id=old_snapshot.id, camera_id="cam-01"
+        )
+        sweeper = RetentionSweeper(db, store, _policy(default_max_age_days=30, max_total_gb=1 / 1024**3))
+
+        first = sweeper.sweep_once(NOW)
+
+        assert _is_gone(db, store, settled)
+        assert db.get_alert(old_clip.id) is not None and db.get_alert(old_snapshot.id) is not None
+        assert (first.deleted_by_age, first.skipped_by_age, first.skipped_by_size) == (1, 2, 2)
+        assert sweeper.totals["skipped_by_age"] == 2
+
+        def stored(item: SpoolItem) -> None:  # what AlertPipeline.on_spool_stored records
+            if item.kind == "clip":
+                assert item.clip_id is not None
+                db.update_clip(item.clip_id, "stored", facts=None)
+                db.set_clip(item.alert_id, key=item.key, status="stored")
+            else:
+                spooled_at = datetime.fromisoformat(item.created_at)
+                db.set_snapshot(item.alert_id, item.key, size_bytes=item.size, spooled_at=spooled_at)
+
+        spool.start(on_stored=stored)
+        assert spool.flush(30), spool.stats
+        assert store.exists(key) and store.exists(image)
+        snap = db.get_alert(old_snapshot.id)
+        assert snap is not None and snap.snapshot_bytes == 3_000
+    finally:
+        spool.stop()
+
+    second = sweeper.sweep_once(NOW)
+
+    assert (second.deleted_by_age, second.skipped_by_age, second.skipped_by_size) == (2, 0, 0)
+    assert db.get_alert(old_clip.id) is None and db.get_alert(old_snapshot.id) is None
+    assert not store.exists(key) and not store.exists(image), "nothing is left that no row points to"

@@ -6,6 +6,10 @@ import hashlib
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,8 +19,9 @@ import pytest
 
 from gridwatch.services import S3Server, free_port
 from storage.objectstore import ObjectStore
-from storage.spool import Spool, SpoolItem
+from storage.spool import LOCK_NAME, Spool, SpoolItem, SpoolLocked
 
+REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 SPOOL_LOG = "storage.spool"
 
@@ -266,6 +271,7 @@ def test_continuation_clips_and_thumbnails_keep_their_fields_across_a_restart(
     )
     assert thumbnail is not None and thumbnail.sequence is None and thumbnail.clip_id is None
     assert len({i.name for i in [*clips, thumbnail]}) == 3, "each item its own file"
+    spool.stop()  # never started: this only releases the directory
 
     again = Spool(store, tmp_path / "spool", 100 * MiB)  # a restart: the sidecars are read back
     recorder = Recorder()
@@ -281,3 +287,101 @@ def test_continuation_clips_and_thumbnails_keep_their_fields_across_a_restart(
     ]
     assert store.get_bytes("thumbnails/cam1/2026/01/01/a1.jpg") == b"\xff\xd8tiny"
     assert store.sha256_of("clips/cam1/2026/01/01/a1-1.mp4") == clips[1].sha256
+
+
+# -- one spool per directory ----------------------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from storage.objectstore import ObjectStore
+    from storage.spool import Spool, SpoolLocked
+
+    directory, mode = Path(sys.argv[1]), sys.argv[2]
+    store = ObjectStore("127.0.0.1:9", "access", "secret-key", "spool-lock")
+    try:
+        spool = Spool(store, directory, 1024 * 1024)
+    except SpoolLocked as exc:
+        print("LOCKED", exc, flush=True)
+        sys.exit(3)
+    print("OPEN", flush=True)
+    if mode == "hold":
+        sys.stdin.readline()  # until the test closes our stdin
+    spool.stop()
+    print("CLOSED", flush=True)
+    """
+)
+
+
+def _holder(directory: Path, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory), mode],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_second_process_on_the_same_spool_directory_fails_at_once(
+    dead_store: ObjectStore, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spool"
+    holder = _holder(directory, "hold")
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "OPEN", holder.stderr
+        assert (directory / LOCK_NAME).read_text().strip() == str(holder.pid), "the lock names its holder"
+        started = time.monotonic()
+        with pytest.raises(SpoolLocked) as refused:
+            Spool(dead_store, directory, 10 * MiB)
+        assert time.monotonic() - started < 1.0, "refused at once, not after waiting for the lock"
+        assert str(directory) in str(refused.value) and f"process {holder.pid}" in str(refused.value)
+        assert refused.value.holder == str(holder.pid)
+    finally:
+        holder.kill()  # as after SIGKILL: the kernel releases the lock with the process
+        holder.communicate(timeout=30)
+
+    ours = Spool(dead_store, directory, 10 * MiB)  # the dead worker's directory can be taken over
+    try:
+        assert (directory / LOCK_NAME).read_text().strip() == str(os.getpid())
+        second = _holder(directory, "once")
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 3, (out, err)
+        assert f"LOCKED spool directory {directory} is in use by process {os.getpid()}" in out
+    finally:
+        ours.stop()
+    third = _holder(directory, "once")
+    out, err = third.communicate(timeout=60)
+    assert third.returncode == 0 and out.split() == ["OPEN", "CLOSED"], (out, err)
+
+
+def test_a_second_spool_in_the_same_process_fails_and_stop_releases(
+    dead_store: ObjectStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "spool"
+    first = Spool(dead_store, directory, 10 * MiB, retry_initial_s=0.1)
+    with pytest.raises(SpoolLocked, match=re.escape(f"{directory} is in use by process {os.getpid()} (this")):
+        Spool(dead_store, directory, 10 * MiB)
+    first.start()
+    with pytest.raises(SpoolLocked):
+        Spool(dead_store, directory, 10 * MiB)  # still held while uploading
+    item = _put(first, 0)
+    assert item is not None
+    first.stop(grace_s=0.2)  # the store is dead: the item stays on disk
+
+    with caplog.at_level(logging.ERROR, logger=SPOOL_LOG):
+        assert _put(first, 1) is None, "a stopped spool no longer writes into a directory it gave up"
+    assert first.stats.write_failures == 1 and any("is stopped" in r.getMessage() for r in caplog.records)
+    with Spool(dead_store, directory, 10 * MiB) as second:
+        second._rescan()
+        assert [i.key for i in second.pending()] == [item.key]
+        with pytest.raises(SpoolLocked):
+            first.start()  # a stopped spool locks again to restart, and cannot while another has it
+    first.start()  # the other one is closed: restarting locks the directory again
+    try:
+        with pytest.raises(SpoolLocked):
+            Spool(dead_store, directory, 10 * MiB)
+    finally:
+        first.stop(grace_s=0.2)

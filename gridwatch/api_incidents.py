@@ -1,0 +1,246 @@
+"""HTTP routes of the alert side: incidents and their lifecycle, response times, rules, push subscriptions.
+
+Loopback-only like the rest of the API until authentication lands (issue 7): until then an action names its
+user in the body (`user_id`, checked against the users table) and a rule edit is recorded as by "api".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field, ValidationError
+
+from alerts.bus import BusMessage
+from alerts.lifecycle import ACTIONS, TransitionError, next_status
+from gridwatch.alerting import merged_rules
+from gridwatch.api_state import AppState, State
+from gridwatch.settings import RuleSettings, Settings
+from storage.metadata import IncidentRecord, ResponseTimes
+
+router = APIRouter(prefix="/api/v1")
+log = logging.getLogger(__name__)
+MAX_NOTE = 2000
+
+
+class IncidentOut(BaseModel):
+    id: str
+    category: str
+    label: str
+    severity: str
+    status: str
+    village: str
+    grid: str
+    team: str | None
+    opened_at: datetime
+    last_alert_at: datetime
+    alert_count: int
+    cameras: list[str]
+    first_alert_id: str
+    escalation_level: int
+    escalated_at: datetime | None
+    acknowledged_at: datetime | None
+    dispatched_at: datetime | None
+    on_scene_at: datetime | None
+    closed_at: datetime | None
+
+
+class ActionOut(BaseModel):
+    action: str
+    user_id: str | None
+    note: str | None
+    at: datetime
+
+
+class IncidentDetail(IncidentOut):
+    alert_ids: list[str]
+    actions: list[ActionOut]
+
+
+class ActionIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    action: str = Field(..., description=f"One of {', '.join(ACTIONS)}")
+    note: str | None = Field(None, max_length=MAX_NOTE)
+    user_id: str | None = Field(None, max_length=128, description="Who (until sessions: issue 7)")
+
+
+class RuleOut(BaseModel):
+    source: str  # "yaml" or "api"
+    rule: dict[str, Any]
+
+
+class SubscriptionIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    user_id: str = Field(..., min_length=1, max_length=128)
+    subscription: dict[str, Any] = Field(..., description="The browser's PushSubscription as JSON")
+
+
+def _incident_out(i: IncidentRecord) -> IncidentOut:
+    return IncidentOut(**{**{k: getattr(i, k) for k in IncidentOut.model_fields}, "cameras": list(i.cameras)})
+
+
+def _incident(s: AppState, incident_id: str) -> IncidentRecord:
+    incident = s.db.get_incident(incident_id) if len(incident_id) <= 64 else None
+    if incident is None:
+        raise HTTPException(status_code=404, detail="incident not found")
+    return incident
+
+
+@router.get("/incidents", response_model=list[IncidentOut])
+def list_incidents(
+    s: State,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    grid: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[IncidentOut]:
+    try:
+        found = s.db.list_incidents(status=status, grids=[grid] if grid else None, limit=limit)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return [_incident_out(i) for i in found]
+
+
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail)
+def get_incident(incident_id: str, s: State) -> IncidentDetail:
+    incident = _incident(s, incident_id)
+    actions = [
+        ActionOut(action=a.action, user_id=a.user_id, note=a.note, at=a.at)
+        for a in s.db.list_incident_actions(incident.id)
+    ]
+    return IncidentDetail(
+        **_incident_out(incident).model_dump(),
+        alert_ids=s.db.list_incident_alert_ids(incident.id),
+        actions=actions,
+    )
+
+
+def _act(s: AppState, incident: IncidentRecord, body: ActionIn) -> IncidentOut:
+    try:
+        target = next_status(incident.status, body.action)
+    except TransitionError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    if body.user_id is not None and s.db.get_user(body.user_id) is None:
+        raise HTTPException(status_code=422, detail="unknown user_id")
+    done = s.db.set_incident_status(
+        incident.id, expected=incident.status, status=target, user_id=body.user_id, note=body.note
+    )
+    if done is None:
+        raise HTTPException(status_code=409, detail="the incident changed meanwhile; reload it and try again")
+    after = s.db.get_incident(incident.id)
+    assert after is not None
+    if s.publish is not None:
+        _publish_status(s, after)
+    return _incident_out(after)
+
+
+def _publish_status(s: AppState, after: IncidentRecord) -> None:
+    assert s.publish is not None
+    first = s.db.get_alert(after.first_alert_id)
+    try:
+        s.publish(
+            BusMessage(
+                alert_id=after.first_alert_id,
+                kind="incident",
+                camera_id=first.camera_id if first else (after.cameras[0] if after.cameras else "-"),
+                village=after.village,
+                grid=after.grid,
+                label=after.label,
+                score=first.score if first else 0.0,
+                created_at=datetime.now(UTC).isoformat(),
+                severity=after.severity,
+                status=after.status,
+                incident_id=after.id,
+            )
+        )
+    except Exception:  # the step is recorded; only the "resolved" notification is missed
+        log.exception("incident %s: status %s not published to the bus", after.id, after.status)
+
+
+@router.post("/incidents/{incident_id}/actions", response_model=IncidentOut)
+def act_on_incident(incident_id: str, body: ActionIn, s: State) -> IncidentOut:
+    return _act(s, _incident(s, incident_id), body)
+
+
+@router.post("/alerts/{alert_id}/actions", response_model=IncidentOut)
+def act_on_alert(alert_id: str, body: ActionIn, s: State) -> IncidentOut:
+    """An action on an alert acts on its incident (every alert of the incident shares its status)."""
+    alert = s.db.get_alert(alert_id) if len(alert_id) <= 64 else None
+    if alert is None:
+        raise HTTPException(status_code=404, detail="alert not found")
+    if alert.incident_id is None:
+        raise HTTPException(status_code=409, detail="the alert has not reached the dispatcher yet; try again")
+    return _act(s, _incident(s, alert.incident_id), body)
+
+
+@router.get("/stats/response-times", response_model=list[ResponseTimes])
+def response_times(s: State, days: Annotated[int, Query(ge=1, le=366)] = 7) -> list[ResponseTimes]:
+    """Per grid over the last `days`: incidents, acknowledged, on scene, median and p90 seconds."""
+    return s.db.response_times(since=datetime.now(UTC) - timedelta(days=days))
+
+
+# -- rules ----------------------------------------------------------------------------------------------
+
+
+def _settings(s: AppState) -> Settings:
+    if s.settings is None:
+        raise HTTPException(status_code=404, detail="rules are not editable in this process")
+    return s.settings
+
+
+@router.get("/rules", response_model=list[RuleOut])
+def list_rules(s: State) -> list[RuleOut]:
+    settings = _settings(s)
+    edited = {o.name for o in s.db.list_rule_overrides()}
+    return [
+        RuleOut(source="api" if r.name in edited else "yaml", rule=r.model_dump(mode="json"))
+        for r in merged_rules(settings, s.db.list_rule_overrides())
+    ]
+
+
+@router.put("/rules/{name}", response_model=RuleOut)
+def put_rule(name: str, body: dict[str, Any], s: State) -> RuleOut:
+    """Create or replace a rule (the YAML rule of that name is overridden until the edit is deleted)."""
+    settings = _settings(s)
+    if len(name) > 128 or not name.strip():
+        raise HTTPException(status_code=422, detail="a rule name is 1 to 128 characters")
+    if "name" in body and body["name"] != name:
+        raise HTTPException(status_code=422, detail="the body's name differs from the URL's")
+    try:
+        rule = RuleSettings.model_validate({**body, "name": name})
+    except ValidationError as exc:
+        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise HTTPException(status_code=422, detail=errors) from None
+    problems = settings.rule_problems([rule])
+    if problems:
+        raise HTTPException(status_code=422, detail=problems)
+    stored = rule.model_dump(mode="json", exclude={"name"})
+    s.db.put_rule_override(name, stored, user="api")
+    s.db.add_audit("api", "rule.put", f"rule:{name}", {"rule": stored})
+    return RuleOut(source="api", rule=rule.model_dump(mode="json"))
+
+
+@router.delete("/rules/{name}", status_code=204)
+def delete_rule(name: str, s: State) -> None:
+    _settings(s)
+    if len(name) > 128 or not s.db.delete_rule_override(name):
+        raise HTTPException(status_code=404, detail="no rule of that name was edited through the API")
+    s.db.add_audit("api", "rule.delete", f"rule:{name}", {})
+
+
+# -- push subscriptions ---------------------------------------------------------------------------------
+
+
+@router.post("/push/subscriptions", status_code=201)
+def add_push_subscription(body: SubscriptionIn, s: State) -> dict[str, str]:
+    if s.db.get_user(body.user_id) is None:
+        raise HTTPException(status_code=422, detail="unknown user_id")
+    try:
+        record = s.db.add_push_subscription(body.user_id, json.dumps(body.subscription))
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return {"id": record.id}

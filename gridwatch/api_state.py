@@ -1,0 +1,42 @@
+"""What the API's routes share: the state the process hands them (database, store, settings, bus)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from alerts.bus import BusMessage
+from gridwatch.settings import Settings
+from storage.metadata import MetadataDB
+from storage.objectstore import ObjectStore
+
+
+class AppState:
+    def __init__(
+        self,
+        db: MetadataDB,
+        store: ObjectStore,
+        presign_seconds: int,
+        camera_health: Callable[[str], dict[str, Any] | None] | None = None,
+        metrics: Callable[[], bytes] | None = None,
+        settings: Settings | None = None,
+        publish: Callable[[BusMessage], object] | None = None,
+    ) -> None:
+        self.settings = settings  # the config: its rules and what a rule edit may refer to
+        self.publish = publish  # incident status changes to the bus (the dispatcher notifies "resolved")
+        self.metrics = metrics
+        self.db = db
+        self.store = store
+        self.presign = timedelta(seconds=presign_seconds)
+        self.camera_health = camera_health or (lambda _camera_id: None)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.gridwatch
+    return state
+
+
+State = Annotated[AppState, Depends(_state)]

@@ -1,0 +1,93 @@
+"""Metadata database on SQLite (one box) or PostgreSQL (many machines).
+
+Cameras, villages, grids, teams, users, events, alerts, alert actions, clips, deliveries and the audit log.
+The schema comes from the Alembic migrations in `storage/migrations` (`MetadataDB.migrate()` at start); the
+ORM models in `tables` must match them, which tests/storage/test_migrations.py checks. ORM models stay inside
+this package; callers get frozen records. Every call opens its own session, so one `MetadataDB` can be shared
+by many threads. Secrets never land here: camera URLs are stored redacted, users only with a password hash,
+and a delivery target or audit detail that carries credentials is refused.
+
+Modules: `records` (the frozen records and the choices of status fields), `tables` (the SQLAlchemy models
+and `UtcDateTime`), `db` (`MetadataDB`), `incidents` (incidents, push subscriptions, rule overrides),
+`engine` (`make_engine`), `rows` (rows to records, upserts, deleting an alert with its rows), `checks` (what
+is refused before a write). Import from `storage.metadata`.
+"""
+
+from storage.metadata.db import MetadataDB
+from storage.metadata.engine import make_engine
+from storage.metadata.incidents import (
+    IncidentAttach,
+    IncidentRecord,
+    PushSubscriptionRecord,
+    ResponseTimes,
+    RuleOverrideRecord,
+)
+from storage.metadata.records import (
+    ALERT_ACTIONS,
+    CLIP_FILE_STATUSES,
+    CLIP_STATUSES,
+    DELIVERY_STATUSES,
+    IMAGE_KINDS,
+    ROLES,
+    AlertActionKind,
+    AlertActionRecord,
+    AlertRecord,
+    AuditRecord,
+    CameraRecord,
+    ClipFacts,
+    ClipFileStatus,
+    ClipRecord,
+    ClipStatus,
+    DeletedAlert,
+    DeliveryRecord,
+    DeliveryStatus,
+    EventRecord,
+    GridRecord,
+    ImageKind,
+    Role,
+    TeamRecord,
+    UserRecord,
+    VillageRecord,
+    new_alert_id,
+    new_id,
+)
+from storage.metadata.tables import UtcDateTime, model_metadata
+
+__all__ = [
+    "ALERT_ACTIONS",
+    "CLIP_FILE_STATUSES",
+    "CLIP_STATUSES",
+    "DELIVERY_STATUSES",
+    "IMAGE_KINDS",
+    "ROLES",
+    "AlertActionKind",
+    "AlertActionRecord",
+    "AlertRecord",
+    "AuditRecord",
+    "CameraRecord",
+    "ClipFacts",
+    "ClipFileStatus",
+    "ClipRecord",
+    "ClipStatus",
+    "DeletedAlert",
+    "DeliveryRecord",
+    "DeliveryStatus",
+    "EventRecord",
+    "GridRecord",
+    "ImageKind",
+    "IncidentAttach",
+    "IncidentRecord",
+    "MetadataDB",
+    "PushSubscriptionRecord",
+    "ResponseTimes",
+    "Role",
+    "RuleOverrideRecord",
+    "TeamRecord",
+    "UserRecord",
+    "UtcDateTime",
+    "VillageRecord",
+    "make_engine",
+    "model_metadata",
+    "new_alert_id",
+    "new_id",
+]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from alerts.bus import BusMessage
 from alerts.lifecycle import ACTIONS, TransitionError, next_status
+from alerts.notifiers.settings import WebPushSettings
 from gridwatch.alerting import merged_rules
 from gridwatch.api_state import AppState, State
 from gridwatch.settings import RuleSettings, Settings
@@ -244,3 +245,13 @@ def add_push_subscription(body: SubscriptionIn, s: State) -> dict[str, str]:
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     return {"id": record.id}
+
+
+@router.get("/push/key")
+def push_key(s: State) -> dict[str, str]:
+    """The VAPID public key a browser subscribes with (`applicationServerKey`); 404 without Web Push."""
+    settings = _settings(s)
+    for n in settings.notifiers:
+        if isinstance(n, WebPushSettings) and n.enabled:
+            return {"application_server_key": n.vapid_keys().application_server_key}
+    raise HTTPException(status_code=404, detail="no Web Push notifier is configured")

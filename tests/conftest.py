@@ -181,6 +181,12 @@ def _fresh_pg_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+@pytest.fixture(scope="session")
+def new_pg_database(postgres_url: str) -> Callable[[], str]:
+    """Makes a new, empty database on the session's PostgreSQL and gives its URL (for module fixtures)."""
+    return lambda: _fresh_pg_database(postgres_url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty metadata database, once on SQLite (a file) and once on PostgreSQL."""

@@ -45,25 +45,33 @@ def cameras(media: dict[str, Path]) -> Iterator[RtspSimulator]:
         simulator.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def run(
+    request: pytest.FixtureRequest,
     cameras: RtspSimulator,
-    redis_server: RedisServer,
     s3_server: S3Server,
     s3_keys: tuple[str, str],
     models_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Runtime]:
+    """The whole pipeline on the simulated cameras, once with a SQLite file and once with PostgreSQL; each
+    run has its own Redis (the camera-status stream is checked) and bucket."""
     data_dir = tmp_path_factory.mktemp("e2e")
+    database = None
+    if request.param == "postgresql":
+        database = {"url": request.getfixturevalue("new_pg_database")()}
+    redis_server = RedisServer(data_dir / "redis").start()
+    request.addfinalizer(redis_server.stop)
     settings = Settings.model_validate(
         {
             "data_dir": data_dir,
+            **({"database": database} if database else {}),
             "redis": {"url": redis_server.url, "stream": "gridwatch:alerts"},
             "s3": {
                 "endpoint": s3_server.endpoint,
                 "access_key": s3_keys[0],
                 "secret_key": s3_keys[1],
-                "bucket": "e2e-bucket",
+                "bucket": f"e2e-{request.param}",
                 "presign_seconds": 60,
             },
             "api": {"port": 0},

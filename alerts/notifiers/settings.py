@@ -12,12 +12,15 @@ they show as ********** in reprs and dumps.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator, model_validator
 
 from alerts.notifiers.base import Notification, Notifier, severity_rank
+
+if TYPE_CHECKING:
+    from alerts.notifiers.webpush import VapidKeys
 
 Severity = Literal["low", "normal", "high", "critical"]
 Kind = Literal["new", "update", "escalation", "resolved"]
@@ -139,6 +142,15 @@ class WebPushSettings(_ForPeopleSettings):
     )
     timeout_s: float = Field(10.0, gt=0, le=120, description="Request timeout")
 
+    def vapid_keys(self) -> VapidKeys:
+        """The VAPID key pair (read from the file, when it is in one)."""
+        from alerts.notifiers.webpush import VapidKeys
+
+        if self.vapid_private_key is not None:
+            return VapidKeys.load(self.vapid_private_key.get_secret_value())
+        assert self.vapid_private_key_file is not None
+        return VapidKeys.from_file(self.vapid_private_key_file)
+
     @model_validator(mode="after")
     def _one_key(self) -> WebPushSettings:
         if (self.vapid_private_key is None) == (self.vapid_private_key_file is None):
@@ -206,12 +218,8 @@ def build_notifier(settings: NotifierSettings) -> Notifier:
             availability_topic=settings.availability_topic,
         )  # fmt: skip
     if isinstance(settings, WebPushSettings):
-        from alerts.notifiers.webpush import VapidKeys, WebPushNotifier
+        from alerts.notifiers.webpush import WebPushNotifier
 
-        if settings.vapid_private_key is not None:
-            keys = VapidKeys.load(settings.vapid_private_key.get_secret_value())
-        else:
-            assert settings.vapid_private_key_file is not None
-            keys = VapidKeys.from_file(settings.vapid_private_key_file)
+        keys = settings.vapid_keys()
         return WebPushNotifier(settings.name, keys, settings.subject, settings.ttl_s, settings.timeout_s)
     raise TypeError(f"unknown notifier settings {type(settings).__name__}")

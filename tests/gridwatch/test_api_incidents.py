@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerts.bus import BusMessage
+from alerts.notifiers.settings import parse_notifier_settings
 from alerts.rules import RuleEngine
 from gridwatch.alerting import RuleWatcher, build_rules, sync_organisation
 from gridwatch.api import AppState, create_app
@@ -210,3 +211,30 @@ def test_push_subscriptions_are_stored_for_known_users(app: tuple[TestClient, Ap
         client.post("/api/v1/push/subscriptions", json={"user_id": "li", "subscription": bad}).status_code
         == 422
     )
+
+
+def test_the_vapid_public_key_is_served_for_browsers_to_subscribe(db: MetadataDB) -> None:
+    from alerts.notifiers.webpush import VapidKeys
+
+    keys = VapidKeys.generate()
+    settings = _settings().model_copy(
+        update={
+            "notifiers": [
+                parse_notifier_settings(
+                    {
+                        "type": "webpush",
+                        "name": "push",
+                        "vapid_private_key": keys.private_base64(),
+                        "subject": "mailto:ops@example.org",
+                    }
+                )
+            ]
+        }
+    )
+    store = ObjectStore("127.0.0.1:9", "k", "secret-key", "unused")
+    with TestClient(create_app(AppState(db, store, 30, settings=settings))) as client:
+        r = client.get("/api/v1/push/key")
+        assert r.json() == {"application_server_key": keys.application_server_key}
+        assert keys.private_base64() not in r.text
+    with TestClient(create_app(AppState(db, store, 30, settings=_settings()))) as client:
+        assert client.get("/api/v1/push/key").status_code == 404

@@ -32,6 +32,7 @@ class FrameEvaluator:
         self.masks = masks or {}
         # Any detection that some rule would accept may start a track; weaker ones only extend tracks.
         self._start_score = min((r.min_score for r in rules.rules), default=0.5)
+        self._rules_seen = rules.rules
         self._trackers: dict[str, Tracker] = {}
         self._flicker: dict[str, FlickerMeter] = {}
         self.tracks: list[Track] = []  # the live tracks after the last `evaluate`
@@ -44,6 +45,11 @@ class FrameEvaluator:
         height, width = frame.image.shape[:2]
         detections = self._unmasked(frame.camera_id, detections, width, height)
         detections = self._without_people_in_flames(frame.camera_id, detections)
+        if self.rules.rules is not self._rules_seen:  # edited through the API: the bar may have moved
+            self._rules_seen = self.rules.rules
+            self._start_score = min((r.min_score for r in self.rules.rules), default=0.5)
+            for existing in self._trackers.values():
+                existing.high_score = self._start_score
         tracker = self._trackers.get(frame.camera_id)
         if tracker is None:
             tracker = self._trackers[frame.camera_id] = Tracker(high_score=self._start_score)

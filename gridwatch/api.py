@@ -11,11 +11,12 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse, RedirectResponse
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from gridwatch.api_incidents import router as incidents_router
 from gridwatch.api_state import AppState, State
-from storage.metadata import AlertRecord, CameraRecord
+from gridwatch.auth.login import install_auth
+from storage.metadata import AlertRecord, CameraRecord, IncidentStatus, Severity
 
 
 class CameraOut(BaseModel):
@@ -44,6 +45,9 @@ class AlertOut(BaseModel):
     clip_url: str | None
     clip_status: str
     clip_duration_s: float | None
+    severity: str | None = None
+    rule: str | None = None
+    incident_id: str | None = None  # set once the dispatcher has put it into an incident
 
 
 class AlertPage(BaseModel):
@@ -85,6 +89,9 @@ def _alert_out(alert: AlertRecord) -> AlertOut:
         clip_url=f"{base}/clip" if alert.clip_key else None,
         clip_status=alert.clip_status,
         clip_duration_s=alert.clip_duration_s,
+        severity=alert.severity,
+        rule=alert.rule,
+        incident_id=alert.incident_id,
     )
 
 
@@ -111,6 +118,7 @@ def create_app(state: AppState) -> FastAPI:
     app = FastAPI(title="GridWatch", version="0.1.0", lifespan=lifespan)
     app.state.gridwatch = state
     app.include_router(incidents_router)
+    install_auth(app, state)  # app.state.auth, the /api/v1 login, session, token and setup routes
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
@@ -131,9 +139,29 @@ def create_app(state: AppState) -> FastAPI:
         s: State,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
+        status: Annotated[list[IncidentStatus] | None, Query(description="Incident status")] = None,
+        severity: Annotated[list[Severity] | None, Query()] = None,
+        label: Annotated[list[str] | None, Query(max_length=20)] = None,
+        camera: Annotated[list[str] | None, Query(max_length=100)] = None,
+        village: Annotated[list[str] | None, Query(max_length=100)] = None,
+        grid: Annotated[list[str] | None, Query(max_length=100)] = None,
+        since: Annotated[AwareDatetime | None, Query(description="Created at or after (ISO 8601)")] = None,
+        until: Annotated[AwareDatetime | None, Query(description="Created before (ISO 8601)")] = None,
     ) -> AlertPage:
+        """Newest first; every filter may be repeated (`?label=fire&label=smoke`); `next_cursor` pages on."""
         before = _decode_cursor(cursor) if cursor else None
-        alerts = s.db.list_alerts(limit=limit + 1, before=before)
+        alerts = s.db.list_alerts(
+            limit=limit + 1,
+            before=before,
+            grids=grid,
+            villages=village,
+            cameras=camera,
+            labels=label,
+            severities=severity,
+            statuses=status,
+            since=since,
+            until=until,
+        )
         page = alerts[:limit]
         next_cursor = _encode_cursor(page[-1]) if len(alerts) > limit else None
         return AlertPage(items=[_alert_out(a) for a in page], next_cursor=next_cursor)

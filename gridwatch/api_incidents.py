@@ -11,7 +11,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from alerts.bus import BusMessage
@@ -19,6 +20,7 @@ from alerts.lifecycle import ACTIONS, TransitionError, next_status
 from alerts.notifiers.settings import WebPushSettings
 from gridwatch.alerting import merged_rules
 from gridwatch.api_state import AppState, State
+from gridwatch.feed import valid_event_id
 from gridwatch.settings import RuleSettings, Settings
 from storage.metadata import IncidentRecord, ResponseTimes
 
@@ -255,3 +257,17 @@ def push_key(s: State) -> dict[str, str]:
         if isinstance(n, WebPushSettings) and n.enabled:
             return {"application_server_key": n.vapid_keys().application_server_key}
     raise HTTPException(status_code=404, detail="no Web Push notifier is configured")
+
+
+@router.get("/feed", response_class=StreamingResponse)
+async def live_feed(request: Request, s: State) -> StreamingResponse:
+    """Server-Sent Events: `alert`, `clip`, `ended` and `incident` entries as they happen. A reconnecting
+    browser's `Last-Event-ID` resumes where it stopped."""
+    if s.feed is None:
+        raise HTTPException(status_code=404, detail="no live feed in this process (it needs Redis)")
+    last = valid_event_id(request.headers.get("last-event-id"))
+    return StreamingResponse(
+        s.feed.events(lambda _m: True, last),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

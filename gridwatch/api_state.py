@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from alerts.bus import BusMessage
+from gridwatch.feed import FeedHub
 from gridwatch.settings import Settings
 from storage.metadata import MetadataDB
 from storage.objectstore import ObjectStore
@@ -24,7 +25,9 @@ class AppState:
         metrics: Callable[[], bytes] | None = None,
         settings: Settings | None = None,
         publish: Callable[[BusMessage], object] | None = None,
+        feed: FeedHub | None = None,
     ) -> None:
+        self.feed = feed  # the live feed (SSE); None: this process has no Redis
         self.settings = settings  # the config: its rules and what a rule edit may refer to
         self.publish = publish  # incident status changes to the bus (the dispatcher notifies "resolved")
         self.metrics = metrics

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from gridwatch.auth.cli import users_app
 from gridwatch.logs import setup_logging
 from gridwatch.settings import ConfigError, Settings, load_settings
 
@@ -22,6 +23,7 @@ models_app = typer.Typer(help="Detector models.", no_args_is_help=True)
 media_app = typer.Typer(help="Test and demo media.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(media_app, name="media")
+app.add_typer(users_app, name="users")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", envvar="GRIDWATCH_CONFIG")]
 log = logging.getLogger("gridwatch")
@@ -92,13 +94,23 @@ def api(config: ConfigArg) -> None:
         secure=settings.s3.secure,
         region=settings.s3.region,
     )
-    publish = None
-    if settings.redis.url is not None:  # incident status changes reach the dispatcher ("resolved")
+    publish, feed = None, None
+    if settings.redis.url is not None:  # status changes reach the dispatcher; the live feed reads alerts
         from alerts.bus import AlertBus
+        from gridwatch.feed import FeedHub
 
-        publish = AlertBus.from_url(settings.redis.url.get_secret_value(), settings.redis.stream).publish
-    state = AppState(db, store, settings.s3.presign_seconds, settings=settings, publish=publish)
-    uvicorn.run(create_app(state), host=settings.api.host, port=settings.api.port, log_level="info")
+        bus = AlertBus.from_url(settings.redis.url.get_secret_value(), settings.redis.stream)
+        publish = bus.publish
+        feed = FeedHub(bus.client, bus.stream)
+        feed.start()
+    state = AppState(db, store, settings.s3.presign_seconds, settings=settings, publish=publish, feed=feed)
+    uvicorn.run(
+        create_app(state),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="info",
+        timeout_graceful_shutdown=3,
+    )
 
 
 @app.command()

@@ -29,6 +29,7 @@ from gridwatch.alert_metrics import AlertSideCollector
 from gridwatch.alerting import RuleWatcher, build_rules, sync_organisation
 from gridwatch.api import AppState, create_app
 from gridwatch.dispatch import build_dispatch_loop, build_dispatcher, build_status_relay
+from gridwatch.feed import FeedHub
 from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
 from gridwatch.services import RedisServer, S3Server
@@ -343,6 +344,7 @@ class Runtime:
             metrics=lambda: render(registry),
             settings=self.settings,
             publish=self.outbox.publish if self.outbox is not None else None,
+            feed=self._start_feed(),
         )
         app = create_app(state)
         family = socket.AF_INET6 if ":" in self.settings.api.host else socket.AF_INET
@@ -351,7 +353,10 @@ class Runtime:
         sock.bind((self.settings.api.host, self.settings.api.port))
         sock.listen(128)
         self.api_port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        # open live-feed streams never end by themselves: give them 3 s at shutdown, then close them
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3
+        )
         server = uvicorn.Server(config)
         self._api_server = server
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
@@ -368,6 +373,14 @@ class Runtime:
             time.sleep(0.02)
         if not server.started:
             raise RuntimeError(f"the API did not start on {self.settings.api.host}:{self.api_port}")
+
+    def _start_feed(self) -> FeedHub | None:
+        if self.bus is None:
+            return None
+        feed = FeedHub(self.bus.client, self.bus.stream)
+        feed.start()
+        self._stack.callback(feed.stop)
+        return feed
 
     def _start_dispatcher(self) -> None:
         """The all-in-one run dispatches too: incidents, notifications, escalation."""

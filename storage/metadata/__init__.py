@@ -9,10 +9,12 @@ and a delivery target or audit detail that carries credentials is refused.
 
 Modules: `records` (the frozen records and the choices of status fields), `tables` (the SQLAlchemy models
 and `UtcDateTime`), `db` (`MetadataDB`), `incidents` (incidents, push subscriptions, rule overrides),
-`engine` (`make_engine`), `rows` (rows to records, upserts, deleting an alert with its rows), `checks` (what
-is refused before a write). Import from `storage.metadata`.
+`auth` (login sessions, API tokens, password hashes, disabled users: hashes only), `engine` (`make_engine`),
+`rows` (rows to records, upserts, deleting an alert with its rows), `checks` (what is refused before a
+write). Import from `storage.metadata`.
 """
 
+from storage.metadata.auth import ApiTokenRecord, SessionRecord
 from storage.metadata.db import MetadataDB
 from storage.metadata.engine import make_engine
 from storage.metadata.incidents import (
@@ -44,7 +46,9 @@ from storage.metadata.records import (
     EventRecord,
     GridRecord,
     ImageKind,
+    IncidentStatus,
     Role,
+    Severity,
     TeamRecord,
     UserRecord,
     VillageRecord,
@@ -63,6 +67,7 @@ __all__ = [
     "AlertActionKind",
     "AlertActionRecord",
     "AlertRecord",
+    "ApiTokenRecord",
     "AuditRecord",
     "CameraRecord",
     "ClipFacts",
@@ -77,11 +82,14 @@ __all__ = [
     "ImageKind",
     "IncidentAttach",
     "IncidentRecord",
+    "IncidentStatus",
     "MetadataDB",
     "PushSubscriptionRecord",
     "ResponseTimes",
     "Role",
     "RuleOverrideRecord",
+    "SessionRecord",
+    "Severity",
     "TeamRecord",
     "UserRecord",
     "UtcDateTime",

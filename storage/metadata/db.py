@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, upd
 from sqlalchemy.orm import sessionmaker
 
 from storage import migrations
+from storage.metadata.auth import AuthStore
 from storage.metadata.checks import (
     at_or_now,
     check_choice,
@@ -71,6 +72,7 @@ from storage.metadata.tables import (
     DeliveryRow,
     EventRow,
     GridRow,
+    IncidentRow,
     TeamRow,
     UserRow,
     VillageRow,
@@ -79,7 +81,7 @@ from storage.metadata.tables import (
 R = TypeVar("R")
 
 
-class MetadataDB(IncidentStore):
+class MetadataDB(IncidentStore, AuthStore):
     """The metadata database. Safe to share between threads: each call uses its own session."""
 
     def __init__(self, url: str) -> None:
@@ -146,12 +148,12 @@ class MetadataDB(IncidentStore):
         return self._list(GridRecord, query)
 
     def upsert_users(self, rows: list[UserRecord]) -> None:
-        """Insert or overwrite users by id; an existing user keeps its created_at."""
+        """Insert or overwrite users by id; an existing user keeps its created_at and disabled flag."""
         for row in rows:
             check_choice(row.role, ROLES, "role")
             require_aware(row.created_at, "created_at")
             require_password_hash(row.password_hash)
-        self._upsert(UserRow, [values_of(r) for r in rows], keep=("created_at",))
+        self._upsert(UserRow, [values_of(r) for r in rows], keep=("created_at", "disabled"))
 
     def get_user(self, user_id: str) -> UserRecord | None:
         return self._get(UserRecord, UserRow, user_id)
@@ -208,8 +210,24 @@ class MetadataDB(IncidentStore):
             row = session.get(AlertRow, alert_id)
             return alert_record(row) if row is not None else None
 
-    def list_alerts(self, limit: int = 50, before: tuple[datetime, str] | None = None) -> list[AlertRecord]:
-        """Newest first. For the next page pass `before=(last.created_at, last.id)` of the previous page."""
+    def list_alerts(
+        self,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+        *,
+        grids: Collection[str] | None = None,
+        villages: Collection[str] | None = None,
+        cameras: Collection[str] | None = None,
+        labels: Collection[str] | None = None,
+        severities: Collection[str] | None = None,
+        statuses: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AlertRecord]:
+        """Newest first. For the next page pass `before=(last.created_at, last.id)` of the previous page.
+        Filters (each None: any): the alert's grid, village, camera, label, severity; `statuses`: its
+        incident's lifecycle status ("new" also matches alerts not yet in an incident); created at or after
+        `since`, before `until`."""
         check_limit(limit)
         query = select(AlertRow).order_by(AlertRow.created_at.desc(), AlertRow.id.desc()).limit(limit)
         if before is not None:
@@ -217,6 +235,28 @@ class MetadataDB(IncidentStore):
             query = query.where(
                 or_(AlertRow.created_at < at, and_(AlertRow.created_at == at, AlertRow.id < last_id))
             )
+        for column, values in (
+            (AlertRow.grid, grids),
+            (AlertRow.village, villages),
+            (AlertRow.camera_id, cameras),
+            (AlertRow.label, labels),
+            (AlertRow.severity, severities),
+        ):
+            if values is not None:
+                query = query.where(column.in_(list(values)))
+        if statuses is not None:
+            in_status = AlertRow.incident_id.in_(
+                select(IncidentRow.id).where(IncidentRow.status.in_(list(statuses)))
+            )
+            query = query.where(
+                or_(in_status, AlertRow.incident_id.is_(None)) if "new" in statuses else in_status
+            )
+        if since is not None:
+            require_aware(since, "since")
+            query = query.where(AlertRow.created_at >= since)
+        if until is not None:
+            require_aware(until, "until")
+            query = query.where(AlertRow.created_at < until)
         with self._sessions() as session:
             return [alert_record(r) for r in session.scalars(query)]
 

@@ -110,6 +110,9 @@ class UserRecord:
     # PHC / modular-crypt string ($argon2id$..., $2b$...); never a clear password. None: cannot log in.
     password_hash: str | None = field(default=None, repr=False)
     created_at: datetime = field(default_factory=utcnow)
+    # 0007: a disabled user cannot log in and its sessions and API tokens stop working. `upsert_users` never
+    # changes it (the config's users are upserted at every start); `set_user_disabled` does.
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

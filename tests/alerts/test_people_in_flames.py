@@ -62,3 +62,13 @@ def test_the_suppression_can_be_turned_off() -> None:
         _frame(0.0), _detections(("fire", FIRE, 0.83), ("person", FLAME_PERSON, 0.56))
     )
     assert sorted(kept.labels) == ["fire", "person"]
+
+
+def test_rules_edited_to_a_lower_score_lower_the_bar_for_starting_tracks() -> None:
+    engine = RuleEngine([Rule("people", frozenset({"person"}), min_score=0.7, cooldown_s=0, min_hits=1)])
+    evaluator = FrameEvaluator(engine)
+    evaluator.evaluate(_frame(0.0), _detections(("person", WALKER, 0.55)))
+    assert evaluator.tracks_of("cam") == []  # 0.55 starts no track under a 0.7 bar
+    engine.replace_rules([Rule("people", frozenset({"person"}), min_score=0.5, cooldown_s=0, min_hits=1)])
+    evaluator.evaluate(_frame(0.5), _detections(("person", WALKER, 0.55)))
+    assert [t.label for t in evaluator.tracks_of("cam")] == ["person"]

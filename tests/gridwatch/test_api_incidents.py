@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -238,3 +239,27 @@ def test_the_vapid_public_key_is_served_for_browsers_to_subscribe(db: MetadataDB
         assert keys.private_base64() not in r.text
     with TestClient(create_app(AppState(db, store, 30, settings=_settings()))) as client:
         assert client.get("/api/v1/push/key").status_code == 404
+
+
+def test_alerts_are_filtered_through_the_api(app: tuple[TestClient, AppState, Published]) -> None:
+    client, state, _ = app
+    incident_id, fire_id = _incident(state.db, "fire", T0)
+    state.db.add_alert(AlertRecord("b" * 32, "cam1", "v1", "g1", "person", 0.9, (1, 2, 3, 4), T0, T0))
+
+    def ids(**params: Any) -> list[str]:
+        r = client.get("/api/v1/alerts", params=params)
+        assert r.status_code == 200, r.text
+        return [a["id"] for a in r.json()["items"]]
+
+    assert ids(label="fire") == [fire_id]
+    assert ids(severity="critical") == [fire_id]
+    assert ids(label=["fire", "person"], grid="g1") == ["b" * 32, fire_id]  # same time: by id, descending
+    assert ids(status="new", label="person") == ["b" * 32]
+    assert ids(grid="elsewhere") == []
+    later = (T0 + timedelta(seconds=1)).isoformat()
+    assert ids(until=later) == ["b" * 32, fire_id]
+    assert ids(since=later) == []
+    detail = client.get(f"/api/v1/alerts/{fire_id}").json()
+    assert (detail["severity"], detail["incident_id"]) == ("critical", incident_id)
+    assert client.get("/api/v1/alerts", params={"status": "exploded"}).status_code == 422
+    assert client.get("/api/v1/alerts", params={"since": "2026-01-01T00:00:00"}).status_code == 422  # no zone

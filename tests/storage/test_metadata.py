@@ -627,3 +627,40 @@ def test_count_alerts_in_flight_counts_what_settled_only_leaves_out(db: Metadata
     db.mark_image_pending(settled.id, "thumbnail", T0)
     assert [a.id for a in db.list_alerts_oldest(unspooled_only=True)] == [pending.id]
     assert db.count_alerts_in_flight(spooling_only=True) == 2 and db.count_alerts_in_flight() == 3
+
+
+def test_alerts_are_filtered_by_place_label_severity_status_and_time(db: MetadataDB) -> None:
+    rows = [
+        _alert(T0, grid="g1", village="v1", camera_id="cam-a", label="fire", severity="critical"),
+        _alert(T0 + timedelta(minutes=1), grid="g1", village="v1", camera_id="cam-b", label="person"),
+        _alert(T0 + timedelta(minutes=2), grid="g2", village="v2", camera_id="cam-c", label="person"),
+        _alert(T0 + timedelta(minutes=3), grid="g2", village="v2", camera_id="cam-c", label="car"),
+    ]
+    for row in rows:
+        db.add_alert(row)
+    fire = db.attach_alert_to_incident(
+        alert_id=rows[0].id, camera_id="cam-a", village="v1", grid="g1", group="fire", label="fire",
+        severity="critical", at=T0, window_s=600, team=None,
+    ).incident  # fmt: skip
+    db.attach_alert_to_incident(
+        alert_id=rows[2].id, camera_id="cam-c", village="v2", grid="g2", group="person", label="person",
+        severity="normal", at=T0, window_s=600, team=None,
+    )  # fmt: skip
+    db.set_incident_status(fire.id, expected="new", status="acknowledged", user_id=None)
+
+    def ids(**filters: Any) -> list[str]:
+        return [a.id for a in db.list_alerts(limit=50, **filters)]
+
+    assert ids(grids=["g1"]) == [rows[1].id, rows[0].id]
+    assert ids(villages=["v2"], labels=["person"]) == [rows[2].id]
+    assert ids(cameras=["cam-c"]) == [rows[3].id, rows[2].id]
+    assert ids(severities=["critical"]) == [rows[0].id]
+    assert ids(statuses=["acknowledged"]) == [rows[0].id]
+    # "new": incidents not acted on yet, and alerts the dispatcher has not reached
+    assert ids(statuses=["new"]) == [rows[3].id, rows[2].id, rows[1].id]
+    assert ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == [rows[2].id, rows[1].id]
+    assert ids(grids=[]) == []
+    page = db.list_alerts(limit=1, grids=["g2"])
+    assert [a.id for a in db.list_alerts(limit=5, before=(page[0].created_at, page[0].id), grids=["g2"])] == [
+        rows[2].id
+    ]

@@ -58,6 +58,8 @@ ALL_TABLES = {
     "clips",
     "deliveries",
     "audit_log",
+    "sessions",
+    "api_tokens",
 }
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 SIZE_COLUMNS = ("snapshot_bytes", "thumbnail_bytes", "snapshot_pending_since", "thumbnail_pending_since")
@@ -105,7 +107,7 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
     db = MetadataDB(db_url)
     assert db.schema_revision() is None
     db.migrate()
-    assert db.schema_revision() == migrations.head_revision() == "0006"
+    assert db.schema_revision() == migrations.head_revision() == "0007"
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
     assert _check_constraints(engine) == _model_check_constraints()
@@ -190,7 +192,7 @@ def test_upgrade_to_0006_keeps_deliveries_and_actions(db_url: str, engine: Engin
             {"id": alert_id, "t": T0.replace(tzinfo=None)},
         )
     db.migrate()
-    assert db.schema_revision() == "0006" and _schema_diffs(engine) == []
+    assert db.schema_revision() == "0007" and _schema_diffs(engine) == []
     [delivery] = db.list_deliveries(alert_id)
     assert (delivery.key, delivery.status, delivery.attempts) == (f"{alert_id}:webhook:team:t1", "sent", 2)
     assert db.delivery_done(delivery.key)
@@ -206,6 +208,48 @@ def test_upgrade_to_0006_keeps_deliveries_and_actions(db_url: str, engine: Engin
     assert [tuple(r) for r in rows] == [("webhook", "ops", "failed"), ("webhook", "team:t1", "sent")]
     assert actions == ["acknowledged"]  # on_scene has no old equivalent
     db.migrate()
+    db.close()
+
+
+def test_upgrade_to_0007_keeps_users_enabled_and_the_way_back(db_url: str, engine: Engine) -> None:
+    """Users of 0006 come through 0007 enabled (server default false) with their password hash; sessions and
+    tokens go on the way back, users and their CHECK constraint stay."""
+    db = MetadataDB(db_url)
+    db.migrate()
+    migrations.downgrade(engine, "0006")
+    assert db.schema_revision() == "0006"
+    assert not {"sessions", "api_tokens"} & _tables(engine)
+    assert "disabled" not in {c["name"] for c in inspect(engine).get_columns("users")}
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, name, role, password_hash, created_at) "
+                "VALUES ('li', 'Li', 'admin', '$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g', :t)"
+            ),
+            {"t": T0.replace(tzinfo=None)},
+        )
+    db.migrate()
+    assert db.schema_revision() == "0007" and _schema_diffs(engine) == []
+    user = db.get_user("li")
+    assert user is not None and user.disabled is False and user.password_hash is not None
+    assert db.count_admins() == 1
+    with engine.begin() as conn, pytest.raises(IntegrityError):  # not null
+        conn.execute(text("UPDATE users SET disabled = NULL WHERE id = 'li'"))
+    db.set_user_disabled("li", True)
+    assert db.count_admins() == 0
+    db.create_session(
+        session_id="a" * 64, user_id="li", csrf_token="c", expires_at=T0.replace(year=2099), at=T0
+    )
+    db.create_api_token(user_id="li", name="cron", token_hash="b" * 64, prefix="0123abcd", at=T0)
+    migrations.downgrade(engine, "0006")
+    assert not {"sessions", "api_tokens"} & _tables(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, role FROM users")).all() == [("li", "admin")]
+    assert _check_constraints(engine)["users"] == {"ck_users_role"}
+    db.migrate()
+    again = db.get_user("li")
+    assert again is not None and again.disabled is False  # the flag went with the column
+    assert db.get_session_by_hash("a" * 64) is None and db.list_api_tokens() == []
     db.close()
 
 
@@ -513,7 +557,7 @@ def test_processes_starting_at_once_all_migrate(db_url: str, engine: Engine) -> 
         assert _tables(engine) <= {"alembic_version"}  # nobody got past the lock
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert [out.strip() for out, _ in outputs] == ["0006"] * 3
+    assert [out.strip() for out, _ in outputs] == ["0007"] * 3
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
 

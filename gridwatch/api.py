@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI app factory). Loopback-only until authentication lands."""
+"""The HTTP API (FastAPI app factory). Every route but health, login and setup needs a login; what a caller
+sees is narrowed to their grids (`api_scope`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import AwareDatetime, BaseModel
 
 from gridwatch.api_incidents import router as incidents_router
+from gridwatch.api_limits import DEFAULT_MAX_BODY_BYTES, install_limits, store_origin
+from gridwatch.api_scope import STAFF, Scope, ViewScope
 from gridwatch.api_state import AppState, State
 from gridwatch.auth.login import install_auth
 from storage.metadata import AlertRecord, CameraRecord, IncidentStatus, Severity
@@ -109,7 +112,9 @@ def _camera_out(camera: CameraRecord, health: dict[str, Any] | None) -> CameraOu
     )
 
 
-def create_app(state: AppState) -> FastAPI:
+def create_app(state: AppState, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """The app over `state`; request bodies over `max_body_bytes` are refused (413)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gridwatch = state
@@ -117,6 +122,7 @@ def create_app(state: AppState) -> FastAPI:
 
     app = FastAPI(title="GridWatch", version="0.1.0", lifespan=lifespan)
     app.state.gridwatch = state
+    install_limits(app, store_origin(state.store), max_body_bytes)
     app.include_router(incidents_router)
     install_auth(app, state)  # app.state.auth, the /api/v1 login, session, token and setup routes
 
@@ -124,19 +130,21 @@ def create_app(state: AppState) -> FastAPI:
     def healthz() -> Health:
         return Health(status="ok")
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[STAFF])
     def metrics(s: State) -> PlainTextResponse:
+        """Prometheus text; scrape with an admin's or operator's API token (`bearer_token` in Prometheus)."""
         if s.metrics is None:
             raise HTTPException(status_code=404, detail="no metrics in this process")
         return PlainTextResponse(s.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/v1/cameras", response_model=list[CameraOut])
-    def list_cameras(s: State) -> list[CameraOut]:
-        return [_camera_out(c, s.camera_health(c.id)) for c in s.db.list_cameras()]
+    def list_cameras(s: State, scope: ViewScope) -> list[CameraOut]:
+        return [_camera_out(c, s.camera_health(c.id)) for c in s.db.list_cameras() if scope.sees(c.grid)]
 
     @app.get("/api/v1/alerts", response_model=AlertPage)
     def list_alerts(
         s: State,
+        scope: ViewScope,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         status: Annotated[list[IncidentStatus] | None, Query(description="Incident status")] = None,
@@ -153,7 +161,7 @@ def create_app(state: AppState) -> FastAPI:
         alerts = s.db.list_alerts(
             limit=limit + 1,
             before=before,
-            grids=grid,
+            grids=scope.within(grid),
             villages=village,
             cameras=camera,
             labels=label,
@@ -166,35 +174,33 @@ def create_app(state: AppState) -> FastAPI:
         next_cursor = _encode_cursor(page[-1]) if len(alerts) > limit else None
         return AlertPage(items=[_alert_out(a) for a in page], next_cursor=next_cursor)
 
-    def _get(s: AppState, alert_id: str) -> AlertRecord:
-        if len(alert_id) > 64:
-            raise HTTPException(status_code=404, detail="alert not found")
-        alert = s.db.get_alert(alert_id)
-        if alert is None:
+    def _get(s: AppState, alert_id: str, scope: Scope) -> AlertRecord:
+        alert = s.db.get_alert(alert_id) if len(alert_id) <= 64 else None
+        if alert is None or not scope.sees(alert.grid):  # another grid's alert: as if there were none
             raise HTTPException(status_code=404, detail="alert not found")
         return alert
 
     @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut)
-    def get_alert(alert_id: str, s: State) -> AlertOut:
-        return _alert_out(_get(s, alert_id))
+    def get_alert(alert_id: str, s: State, scope: ViewScope) -> AlertOut:
+        return _alert_out(_get(s, alert_id, scope))
 
     @app.get("/api/v1/alerts/{alert_id}/snapshot", status_code=307)
-    def get_snapshot(alert_id: str, s: State) -> RedirectResponse:
-        alert = _get(s, alert_id)
+    def get_snapshot(alert_id: str, s: State, scope: ViewScope) -> RedirectResponse:
+        alert = _get(s, alert_id, scope)
         if not alert.snapshot_key:
             raise HTTPException(status_code=404, detail="this alert has no snapshot")
         return RedirectResponse(s.store.presigned_get(alert.snapshot_key, s.presign), status_code=307)
 
     @app.get("/api/v1/alerts/{alert_id}/thumbnail", status_code=307)
-    def get_thumbnail(alert_id: str, s: State) -> RedirectResponse:
-        alert = _get(s, alert_id)
+    def get_thumbnail(alert_id: str, s: State, scope: ViewScope) -> RedirectResponse:
+        alert = _get(s, alert_id, scope)
         if not alert.thumbnail_key:
             raise HTTPException(status_code=404, detail="this alert has no thumbnail")
         return RedirectResponse(s.store.presigned_get(alert.thumbnail_key, s.presign), status_code=307)
 
     @app.get("/api/v1/alerts/{alert_id}/clip", status_code=307)
-    def get_clip(alert_id: str, s: State) -> RedirectResponse:
-        alert = _get(s, alert_id)
+    def get_clip(alert_id: str, s: State, scope: ViewScope) -> RedirectResponse:
+        alert = _get(s, alert_id, scope)
         if not alert.clip_key:
             detail = "the clip is still being recorded" if alert.clip_status == "pending" else "no clip"
             raise HTTPException(status_code=404, detail=detail)

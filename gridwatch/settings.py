@@ -96,7 +96,9 @@ class DatabaseSettings(Section):
 class ApiSettings(Section):
     enabled: bool = Field(True, description="Serve the HTTP API from `gridwatch run`")
     host: Literal["127.0.0.1", "localhost", "::1"] = Field(
-        "127.0.0.1", description="Bind address (loopback only until authentication lands)"
+        "127.0.0.1",
+        description="Bind address, loopback only: phones and other machines reach it through a TLS reverse "
+        "proxy (set public_url)",
     )
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
     public_url: str | None = Field(

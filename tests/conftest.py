@@ -220,3 +220,20 @@ def _until(what: str, probe: Callable[[], Any], timeout: float = 10.0, every: fl
 def until() -> Callable[..., Any]:
     """`until(what, probe, timeout=10, every=0.02)`: wait for a condition, with a deadline."""
     return _until
+
+
+@pytest.fixture
+def api_token() -> Callable[..., str]:
+    """`api_token(db, user_id, role, team_id=None)`: an API token for a user (created if missing), as the
+    `Authorization` header's value: `{"Authorization": api_token(db, "op", "operator")}`."""
+    from gridwatch.auth.tokens import new_api_token
+    from storage.metadata import UserRecord
+
+    def make(db: MetadataDB, user_id: str, role: str, team_id: str | None = None) -> str:
+        if db.get_user(user_id) is None:
+            db.upsert_users([UserRecord(id=user_id, name=user_id, role=role, team_id=team_id)])  # type: ignore[arg-type]
+        new = new_api_token()
+        db.create_api_token(user_id=user_id, name="test", token_hash=new.token_hash, prefix=new.prefix)
+        return f"Bearer {new.token}"
+
+    return make

@@ -47,7 +47,25 @@ def test_gridwatch_run_all_in_one(tmp_path: Path, models_dir: Path, media_dir: P
             lambda: re.search(r"API: (http://127\.0\.0\.1:\d+)", log_path.read_text()), 90, log_path
         )
         base = api.group(1)
-        alert = _wait_for(lambda: _first_alert(base, "person"), 60, log_path)
+        # first run: no admin yet; the log holds this start's one-time setup token
+        token = _wait_for(lambda: re.search(r'"setup_token": "([^"]+)"', log_path.read_text()), 10, log_path)
+        assert httpx.get(f"{base}/api/v1/alerts", timeout=5).status_code == 401
+        created = httpx.post(
+            f"{base}/api/v1/setup",
+            json={
+                "setup_token": token.group(1),
+                "user_id": "admin",
+                "name": "Admin",
+                "password": "a long passphrase",
+            },
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        session = httpx.Client(base_url=base, timeout=10)
+        assert session.post(
+            "/api/v1/login", json={"username": "admin", "password": "a long passphrase"}
+        ).is_success
+        alert = _wait_for(lambda: _first_alert(session, "person"), 60, log_path)
         assert alert["camera_id"] == "dongshan-gate" and alert["grid"] == "dongshan-1"
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         names = " ".join(psutil.Process(pid).name() for pid in children if psutil.pid_exists(pid))
@@ -67,9 +85,9 @@ def test_gridwatch_run_all_in_one(tmp_path: Path, models_dir: Path, media_dir: P
             proc.wait()
 
 
-def _first_alert(base: str, label: str) -> dict | None:
+def _first_alert(session: httpx.Client, label: str) -> dict | None:
     try:
-        items = httpx.get(f"{base}/api/v1/alerts", timeout=5).json()["items"]
+        items = session.get("/api/v1/alerts").json()["items"]
     except httpx.HTTPError:
         return None
     return next((a for a in items if a["label"] == label), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -199,9 +199,12 @@ def test_empty_scene_raises_nothing(run: Runtime) -> None:
     assert empty.frames_decoded <= empty.packets / 10
 
 
-def test_api_serves_alerts_snapshots_and_clips(run: Runtime) -> None:
+def test_api_serves_alerts_snapshots_and_clips(run: Runtime, api_token: Callable[..., str]) -> None:
     base = f"http://127.0.0.1:{run.api_port}"
-    with httpx.Client(base_url=base, timeout=10) as client:
+    assert run.db is not None
+    headers = {"Authorization": api_token(run.db, "op", "operator")}
+    assert httpx.get(f"{base}/api/v1/alerts", timeout=10).status_code == 401  # nobody without logging in
+    with httpx.Client(base_url=base, timeout=10, headers=headers) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         cameras = client.get("/api/v1/cameras").json()
         assert {c["id"] for c in cameras} == {"cam-people", "cam-flames", "cam-empty"}

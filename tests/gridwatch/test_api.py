@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,8 +49,13 @@ def state(tmp_path: Path, s3_server: S3Server, s3_keys: tuple[str, str]) -> Iter
     db.close()
 
 
-def test_health_and_cameras(state: AppState) -> None:
-    with TestClient(create_app(state)) as client:
+@pytest.fixture
+def headers(state: AppState, api_token: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": api_token(state.db, "op", "operator")}
+
+
+def test_health_and_cameras(state: AppState, headers: dict[str, str]) -> None:
+    with TestClient(create_app(state), headers=headers) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         cameras = client.get("/api/v1/cameras").json()
         assert cameras == [
@@ -68,8 +73,8 @@ def test_health_and_cameras(state: AppState) -> None:
         ]
 
 
-def test_alerts_newest_first_with_cursor_pagination(state: AppState) -> None:
-    with TestClient(create_app(state)) as client:
+def test_alerts_newest_first_with_cursor_pagination(state: AppState, headers: dict[str, str]) -> None:
+    with TestClient(create_app(state), headers=headers) as client:
         seen: list[str] = []
         cursor = None
         pages = 0
@@ -85,8 +90,8 @@ def test_alerts_newest_first_with_cursor_pagination(state: AppState) -> None:
         assert seen == [f"{i:032x}" for i in reversed(range(7))]
 
 
-def test_alert_detail_snapshot_redirect_and_errors(state: AppState) -> None:
-    with TestClient(create_app(state), follow_redirects=False) as client:
+def test_alert_detail_snapshot_redirect_and_errors(state: AppState, headers: dict[str, str]) -> None:
+    with TestClient(create_app(state), headers=headers, follow_redirects=False) as client:
         first = f"{0:032x}"
         detail = client.get(f"/api/v1/alerts/{first}").json()
         assert detail["snapshot_url"] == f"/api/v1/alerts/{first}/snapshot"
@@ -105,13 +110,13 @@ def test_alert_detail_snapshot_redirect_and_errors(state: AppState) -> None:
         assert client.get("/api/v1/alerts", params={"limit": 10_000}).status_code == 422
 
 
-def test_thumbnail_redirect_and_url(state: AppState) -> None:
+def test_thumbnail_redirect_and_url(state: AppState, headers: dict[str, str]) -> None:
     first, second = f"{0:032x}", f"{1:032x}"
     key = state.store.thumbnail_key("cam1", T0, first)
     assert key == f"thumbnails/cam1/2026/11/28/{first}.jpg"
     state.store.put_bytes(key, b"\xff\xd8small", "image/jpeg")
     state.db.set_thumbnail(first, key)
-    with TestClient(create_app(state), follow_redirects=False) as client:
+    with TestClient(create_app(state), headers=headers, follow_redirects=False) as client:
         assert (
             client.get(f"/api/v1/alerts/{first}").json()["thumbnail_url"]
             == f"/api/v1/alerts/{first}/thumbnail"

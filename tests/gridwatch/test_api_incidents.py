@@ -5,7 +5,7 @@ subscriptions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,14 +53,20 @@ class Published(list[BusMessage]):
 
 
 @pytest.fixture
-def app(db: MetadataDB) -> Iterator[tuple[TestClient, AppState, Published]]:
+def app(db: MetadataDB, api_token: Callable[..., str]) -> Iterator[tuple[TestClient, AppState, Published]]:
+    """A client logged in as an admin (pass `headers=li` for the patrol member of grid g1)."""
     settings = _settings()
     sync_organisation(settings, db)
     published = Published()
     store = ObjectStore("127.0.0.1:9", "k", "secret-key", "unused")  # not reached by these routes
     state = AppState(db, store, 30, settings=settings, publish=published)
-    with TestClient(create_app(state)) as client:
+    with TestClient(create_app(state), headers={"Authorization": api_token(db, "boss", "admin")}) as client:
         yield client, state, published
+
+
+@pytest.fixture
+def li(app: tuple[TestClient, AppState, Published], api_token: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": api_token(app[1].db, "li", "patrol", "east")}
 
 
 def _incident(db: MetadataDB, label: str = "fire", at: datetime = T0) -> tuple[str, str]:
@@ -90,20 +96,20 @@ def test_incidents_are_listed_and_shown_with_their_alerts(
     assert client.get("/api/v1/incidents", params={"status": "exploded"}).status_code == 422
 
 
-def test_the_lifecycle_through_the_api(app: tuple[TestClient, AppState, Published]) -> None:
+def test_the_lifecycle_through_the_api(
+    app: tuple[TestClient, AppState, Published], li: dict[str, str]
+) -> None:
     client, state, published = app
     incident_id, alert_id = _incident(state.db)
-    ack = client.post(f"/api/v1/alerts/{alert_id}/actions", json={"action": "acknowledge", "user_id": "li"})
+    ack = client.post(f"/api/v1/alerts/{alert_id}/actions", json={"action": "acknowledge"}, headers=li)
     assert ack.status_code == 200 and ack.json()["status"] == "acknowledged"
     again = client.post(f"/api/v1/incidents/{incident_id}/actions", json={"action": "acknowledge"})
     assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]
     assert (
         client.post(f"/api/v1/incidents/{incident_id}/actions", json={"action": "explode"}).status_code == 409
     )
-    unknown = client.post(
-        f"/api/v1/incidents/{incident_id}/actions", json={"action": "dispatch", "user_id": "x"}
-    )
-    assert unknown.status_code == 422
+    who = client.post(f"/api/v1/incidents/{incident_id}/actions", json={"action": "dispatch", "user_id": "x"})
+    assert who.status_code == 422  # who acts is the caller, never the body
     extra = client.post(
         f"/api/v1/incidents/{incident_id}/actions", json={"action": "dispatch", "admin": True}
     )
@@ -115,7 +121,8 @@ def test_the_lifecycle_through_the_api(app: tuple[TestClient, AppState, Publishe
     for action in ("dispatch", "on_scene", "resolve"):
         r = client.post(
             f"/api/v1/incidents/{incident_id}/actions",
-            json={"action": action, "user_id": "li", "note": action},
+            json={"action": action, "note": action},
+            headers=li,
         )
         assert r.status_code == 200, r.text
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
@@ -190,31 +197,33 @@ def test_rules_are_edited_validated_and_reach_a_running_engine(
     assert [a.action for a in state.db.list_audit(limit=10)].count("rule.put") == 2
 
 
-def test_push_subscriptions_are_stored_for_known_users(app: tuple[TestClient, AppState, Published]) -> None:
+def test_push_subscriptions_are_the_callers(
+    app: tuple[TestClient, AppState, Published], li: dict[str, str]
+) -> None:
     client, state, _ = app
     sub = {"endpoint": "https://push.example/wpush/abc", "keys": {"p256dh": "x", "auth": "y"}}
-    r = client.post("/api/v1/push/subscriptions", json={"user_id": "li", "subscription": sub})
+    r = client.post("/api/v1/push/subscriptions", json={"subscription": sub}, headers=li)
     assert r.status_code == 201
     [stored] = state.db.list_push_subscriptions(user_ids=["li"])
     assert json.loads(stored.subscription_json) == sub
     # the same endpoint again replaces it (a phone that subscribed again)
     assert (
-        client.post("/api/v1/push/subscriptions", json={"user_id": "li", "subscription": sub}).status_code
-        == 201
+        client.post("/api/v1/push/subscriptions", json={"subscription": sub}, headers=li).status_code == 201
     )
     assert len(state.db.list_push_subscriptions(user_ids=["li"])) == 1
     assert (
-        client.post("/api/v1/push/subscriptions", json={"user_id": "ghost", "subscription": sub}).status_code
-        == 422
+        client.post("/api/v1/push/subscriptions", json={"user_id": "boss", "subscription": sub}).status_code
+        == 422  # not for someone else
     )
     bad = {"endpoint": "javascript:alert(1)", "keys": {}}
     assert (
-        client.post("/api/v1/push/subscriptions", json={"user_id": "li", "subscription": bad}).status_code
-        == 422
+        client.post("/api/v1/push/subscriptions", json={"subscription": bad}, headers=li).status_code == 422
     )
 
 
-def test_the_vapid_public_key_is_served_for_browsers_to_subscribe(db: MetadataDB) -> None:
+def test_the_vapid_public_key_is_served_for_browsers_to_subscribe(
+    db: MetadataDB, api_token: Callable[..., str]
+) -> None:
     from alerts.notifiers.webpush import VapidKeys
 
     keys = VapidKeys.generate()
@@ -233,11 +242,12 @@ def test_the_vapid_public_key_is_served_for_browsers_to_subscribe(db: MetadataDB
         }
     )
     store = ObjectStore("127.0.0.1:9", "k", "secret-key", "unused")
-    with TestClient(create_app(AppState(db, store, 30, settings=settings))) as client:
+    headers = {"Authorization": api_token(db, "li", "patrol")}
+    with TestClient(create_app(AppState(db, store, 30, settings=settings)), headers=headers) as client:
         r = client.get("/api/v1/push/key")
         assert r.json() == {"application_server_key": keys.application_server_key}
         assert keys.private_base64() not in r.text
-    with TestClient(create_app(AppState(db, store, 30, settings=_settings()))) as client:
+    with TestClient(create_app(AppState(db, store, 30, settings=_settings())), headers=headers) as client:
         assert client.get("/api/v1/push/key").status_code == 404
 
 

@@ -21,6 +21,8 @@ from gridwatch.services import RedisServer
 from storage.metadata import MetadataDB
 from storage.objectstore import ObjectStore
 
+AUTH: dict[str, str] = {}  # the served app's operator token
+
 
 def _message(i: int, grid: str = "g1", kind: str = "alert") -> BusMessage:
     return BusMessage(
@@ -37,13 +39,14 @@ def _message(i: int, grid: str = "g1", kind: str = "alert") -> BusMessage:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, AlertBus, FeedHub]]:
+def served(tmp_path: Path, api_token: Callable[..., str]) -> Iterator[tuple[str, AlertBus, FeedHub]]:
     redis_server = RedisServer(tmp_path / "redis").start()
     bus = AlertBus.from_url(redis_server.url, "test:alerts")
     feed = FeedHub(bus.client, bus.stream)
     feed.start()
     db = MetadataDB(f"sqlite:///{tmp_path / 'gw.db'}")
     db.create_schema()
+    AUTH["Authorization"] = api_token(db, "op", "operator")
     store = ObjectStore("127.0.0.1:9", "k", "secret-key", "unused")
     app = create_app(AppState(db, store, 30, feed=feed))
     sock = socket.socket()
@@ -72,7 +75,7 @@ def _read_events(
 ) -> list[dict[str, Any]]:
     """Read `want` events from the feed (fails after 10 s)."""
     events: list[dict[str, Any]] = []
-    with httpx.stream("GET", url + "/api/v1/feed", headers=headers or {}, timeout=10) as r:
+    with httpx.stream("GET", url + "/api/v1/feed", headers={**AUTH, **(headers or {})}, timeout=10) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         if on_open is not None:
@@ -135,12 +138,13 @@ def test_last_event_ids_are_checked() -> None:
         assert valid_event_id(bad) is None
 
 
-def test_without_redis_there_is_no_feed(tmp_path: Path) -> None:
+def test_without_redis_there_is_no_feed(tmp_path: Path, api_token: Callable[..., str]) -> None:
     from fastapi.testclient import TestClient
 
     db = MetadataDB(f"sqlite:///{tmp_path / 'gw.db'}")
     db.create_schema()
     store = ObjectStore("127.0.0.1:9", "k", "secret-key", "unused")
-    with TestClient(create_app(AppState(db, store, 30))) as client:
+    headers = {"Authorization": api_token(db, "op", "operator")}
+    with TestClient(create_app(AppState(db, store, 30)), headers=headers) as client:
         assert client.get("/api/v1/feed").status_code == 404
     db.close()

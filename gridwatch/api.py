@@ -7,7 +7,7 @@ import base64
 import binascii
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -71,9 +71,20 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, alert_id = raw.split("|", 1)
-        return datetime.fromisoformat(when), alert_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        at = datetime.fromisoformat(when)
+        if at.utcoffset() is None:  # only this API makes cursors, always aware: a naive one is not ours
+            raise ValueError("naive")
+        return at.astimezone(UTC), alert_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise HTTPException(status_code=400, detail="invalid cursor") from None
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """An aware query datetime in UTC; 422 for one that is not a UTC datetime (9999-12-31T23:00-14:00)."""
+    try:
+        return value.astimezone(UTC) if value is not None else None
+    except OverflowError:
+        raise HTTPException(status_code=422, detail=f"{name} is out of range") from None
 
 
 def _alert_out(alert: AlertRecord) -> AlertOut:
@@ -167,8 +178,8 @@ def create_app(state: AppState, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             labels=label,
             severities=severity,
             statuses=status,
-            since=since,
-            until=until,
+            since=_utc(since, "since"),
+            until=_utc(until, "until"),
         )
         page = alerts[:limit]
         next_cursor = _encode_cursor(page[-1]) if len(alerts) > limit else None

@@ -6,6 +6,11 @@ of the body is read), otherwise by counting a chunked body while it streams in a
 The body is read in full, up to the limit, before the app runs: every route that takes a body parses it
 whole anyway (JSON), and this way no route can be handed a body it did not have to take.
 
+`TextGuard` answers 400 to a request that would hand a route text no database column can hold: a NUL
+character in the path, the query or a string of a JSON body (PostgreSQL refuses NUL in text: the query
+failed with a server error), or a lone surrogate in a JSON string (`"\\ud800"`: not encodable as UTF-8, so
+neither database driver can send it). No id, name, filter or note has a use for either.
+
 `SecurityHeaders` adds to every response it sees `X-Content-Type-Options: nosniff`, `Referrer-Policy:
 same-origin`, `X-Frame-Options: DENY`, and to HTML responses a Content-Security-Policy (see `page_csp`).
 """
@@ -13,7 +18,9 @@ same-origin`, `X-Frame-Options: DENY`, and to HTML responses a Content-Security-
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
@@ -57,20 +64,14 @@ def page_csp(media_origins: Iterable[str] = ()) -> str:
     )
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
+async def _send_json(send: Send, status: int, detail: str, *, close: bool = True) -> None:
+    """Answer `{"detail": ...}`; `close`: the request's body was not read to its end, so the server closes
+    the connection after the answer instead of draining the rest."""
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                # the rest of the body is not read: the server closes the connection instead of draining it
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -121,6 +122,64 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON document, keys included (iteratively: a deep document is no problem)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _unstorable_json(body: bytes) -> bool:
+    """Whether `body`, read as JSON the way the routes read it, holds a string no column can store. A body
+    that is not JSON is left to the route (which answers 422)."""
+    if b"\\u" not in body:  # valid JSON carries either only as an escape (raw NUL is invalid JSON)
+        return False
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return any(_UNSTORABLE.search(text) for text in _strings(document))
+
+
+class TextGuard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"\x00" in query or b"%00" in query:
+            await _send_json(send, 400, "the path or the query holds a NUL character", close=False)
+            return
+        chunks: list[bytes] = []
+        while True:  # behind BodyLimit: one message, at most the limit
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _unstorable_json(body):
+            await _send_json(
+                send, 400, "a string of the body holds a NUL character or a lone surrogate", close=False
+            )
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
 class SecurityHeaders:
     def __init__(
         self,
@@ -153,7 +212,9 @@ class SecurityHeaders:
 
 
 def install_limits(app: FastAPI, media_origin: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Add both middlewares to `app`: the headers outermost, so that a 413 carries them too."""
+    """Add the middlewares to `app`: the headers outermost, so that a 413 or 400 carries them too; the body
+    limit before the text guard, which reads the body only once it is known to be small."""
+    app.add_middleware(TextGuard)
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
     docs = {
         path: DOCS_CSP for path in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if path

@@ -26,7 +26,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: models media lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --junitxml=test-artifacts/junit.xml
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --junitxml=test-artifacts/junit.xml
 
 bench: models media
 	$(BIN)/python bench/pipeline_demo.py

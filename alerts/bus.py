@@ -123,23 +123,64 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# An alert ("alert" kind) is added to the stream once: a marker `{stream}:published:{alert_id}` is set (NX,
+# PUBLISHED_TTL_S) with the entry, in one script. A second publication of the same alert (an outbox drained
+# again after a crash, the worker that took a camera over republishing what its dead owner left unpublished)
+# adds nothing. The marker outlives the window in which alerts are republished (`REPUBLISH_WINDOW_S`).
+PUBLISHED_TTL_S = 2 * 86400
+REPUBLISH_WINDOW_S = 3600
+
+# KEYS: stream, marker. ARGV: maxlen, ttl s, then field, value, ... The entry id, or false: published before.
+_PUBLISH_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return false end
+local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+return redis.call(unpack(args))
+"""
+
+
+def published_marker(stream: str, alert_id: str) -> str:
+    return f"{stream}:published:{alert_id}"
+
+
 class AlertBus:
     def __init__(self, client: redis.Redis, stream: str = STREAM, maxlen: int = 100_000) -> None:
         self.client = client
         self.stream = stream
         self.maxlen = maxlen
+        self._publish_once = client.register_script(_PUBLISH_ONCE)
 
     @classmethod
     def from_url(cls, url: str, stream: str = STREAM, maxlen: int = 100_000) -> AlertBus:
-        client = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
+        from alerts.redis_connect import connect  # redis:// or redis+sentinel://
+
+        client = connect(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
         return cls(client, stream, maxlen)
 
     def publish(self, message: BusMessage) -> str:
-        fields: dict[Any, Any] = message.fields()
-        entry_id = self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        """Add the message; its entry id ("" for an alert published before: nothing was added)."""
+        entry_id = self.add(self.client, message.fields())
+        return "" if entry_id is None else _text(entry_id)
+
+    def add(self, client: redis.Redis | redis.client.Pipeline, fields: dict[str, str]) -> Any:
+        """XADD `fields` with `client` (or queue it on a pipeline); an alert only once (see
+        `PUBLISHED_TTL_S`). With a client: the entry id, None when the alert was published before."""
+        if fields.get("kind") != "alert":
+            return client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        args: list[str | int] = [self.maxlen, PUBLISHED_TTL_S]
+        for name, value in fields.items():
+            args += [name, value]
+        marker = published_marker(self.stream, fields["alert_id"])
+        return self._publish_once(keys=[self.stream, marker], args=args, client=client)
+
+    def published(self, alert_ids: list[str]) -> set[str]:
+        """Which of the alerts have been added to the stream (their markers exist)."""
+        if not alert_ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for alert_id in alert_ids:
+            pipe.exists(published_marker(self.stream, alert_id))
+        return {a for a, found in zip(alert_ids, pipe.execute(), strict=True) if found}
 
     def read_all(self, count: int = 1000) -> list[tuple[str, BusMessage]]:
         entries = cast(list[tuple[Any, dict[Any, Any]]], self.client.xrange(self.stream, count=count))

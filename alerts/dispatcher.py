@@ -87,7 +87,10 @@ class Dispatcher:
         lock: LockFactory | None = None,
         clock: Callable[[], float] = time.time,
         max_parallel: int = 8,
+        publish: Callable[[BusMessage], object] | None = None,
     ) -> None:
+        # where the incident an alert joined is announced (the live feed shows it at once); None: nowhere
+        self.publish = publish
         self.db = db
         self.router = router
         self.channels = tuple(channels)
@@ -152,8 +155,34 @@ class Dispatcher:
                 "incident %s opened by alert %s (%s at camera %s, grid %s) for team %s (%s)",
                 incident.id, m.alert_id, m.label, m.camera_id, m.grid, route.team, route.reason,
             )  # fmt: skip
+        self._announce(m, incident, severity)
         notification = self._notification(kind, incident, m, severity, team=route.team)
         self._notify(notification, route.on_duty)
+
+    def _announce(self, m: BusMessage, incident: IncidentRecord, severity: str) -> None:
+        """Put the alert's incident on the bus (`kind: incident` for this alert), so that the live feed
+        shows which incident it joined; the dispatcher itself ignores such an entry (its status is not
+        resolved). A failure costs only that: the pages find the incident on their next look."""
+        if self.publish is None:
+            return
+        try:
+            self.publish(
+                BusMessage(
+                    alert_id=m.alert_id,
+                    kind="incident",
+                    camera_id=m.camera_id,
+                    village=m.village,
+                    grid=m.grid,
+                    label=m.label,
+                    score=m.score,
+                    created_at=datetime.now(UTC).isoformat(),
+                    severity=severity,
+                    status=incident.status,
+                    incident_id=incident.id,
+                )
+            )
+        except Exception:
+            log.exception("incident %s of alert %s not announced on the bus", incident.id, m.alert_id)
 
     # -- escalation -------------------------------------------------------------------------------------
 

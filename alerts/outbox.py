@@ -13,10 +13,12 @@ record to detect and skip), the head can be deleted without rewriting or compact
 is a COUNT. The cost, one fsync per queued message, is paid only during an outage and alerts are few.
 
 Delivery is at-least-once: a message that reached Redis but whose reply was lost (the connection broke,
-the process died between XADD and the outbox delete) is sent again. Consumers dedupe by
-`alerts.bus.dedupe_key(message)` (alert_id, kind, sequence). Messages are never dropped unless the outbox
-holds `max_items` (default 100,000: days of alerts for a whole county): then the oldest goes, logged as an
-error and counted in `dropped`. One outbox file belongs to one process (each worker has its own data dir).
+the process died between XADD and the outbox delete) is sent again. An alert ("alert" kind) is added to
+the stream once all the same (`AlertBus.add`: a marker set with the entry); other kinds may repeat, and
+consumers dedupe them by `alerts.bus.dedupe_key(message)` (alert_id, kind, sequence). Messages are never
+dropped unless the outbox holds `max_items` (default 100,000: days of alerts for a whole county): then the
+oldest goes, logged as an error and counted in `dropped`. One outbox file belongs to one process (each
+worker has its own data dir).
 """
 
 from __future__ import annotations
@@ -28,40 +30,26 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from alerts.bus import AlertBus, BusMessage
+from alerts.redis_connect import with_options
 
 log = logging.getLogger(__name__)
 
-# Connection-pool keys that belong to one pool instance (or are derived from others): not copied.
-_POOL_INTERNAL = frozenset(
-    {
-        "himport_registry",
-        "maint_notifications_pool_handler",
-        "orig_host_address",
-        "orig_socket_timeout",
-        "orig_socket_connect_timeout",
-    }
-)
-
 
 def fast_client(client: redis.Redis, timeout_s: float) -> redis.Redis:
-    """A client to the same server as `client`, with `timeout_s` socket timeouts and no retries (`client`
-    itself if its connection settings cannot be copied)."""
-    pool = client.connection_pool
-    kwargs: dict[str, Any] = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_INTERNAL}
-    kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
-    try:
-        pool.connection_class(**kwargs)  # builds the object only; connecting is lazy
-    except TypeError as exc:
-        log.warning("publishing with the bus's own client (its timeouts apply): %s", exc)
-        return client
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    """A client to the same server (or Sentinel service) as `client`, with `timeout_s` socket timeouts and
+    no retries (`client` itself if its connection settings cannot be copied)."""
+    fast = with_options(
+        client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+    if fast is client:
+        log.warning("publishing with the bus's own client (its timeouts apply)")
+    return fast
 
 
 class OutboxPublisher:
@@ -254,13 +242,13 @@ class OutboxPublisher:
         return True
 
     def _xadd(self, batch: list[dict[str, str]]) -> None:
-        stream, maxlen = self.bus.stream, self.bus.maxlen
+        """Add the batch to the stream (an alert only once: `AlertBus.add`)."""
         if len(batch) == 1:
-            self._client.xadd(stream, batch[0], maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            self.bus.add(self._client, batch[0])
             return
         pipe = self._client.pipeline(transaction=False)
         for fields in batch:
-            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            self.bus.add(pipe, fields)
         pipe.execute()
 
     def _went_down(self, exc: Exception) -> None:

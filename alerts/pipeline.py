@@ -24,12 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import cv2
 import numpy as np
 
-from alerts.bus import AlertBus, BusMessage
+from alerts.bus import REPUBLISH_WINDOW_S, AlertBus, BusMessage
 from alerts.evaluator import FrameEvaluator
 from alerts.outbox import OutboxPublisher
 from alerts.rules import RuleEngine, Trigger
@@ -40,7 +41,7 @@ from detect.zones import Zone
 from ingest.clip import ClipHandle, ClipResult
 from ingest.frames import Frame
 from ingest.source import ClipRequest
-from storage.metadata import AlertRecord, ClipFacts, ImageKind, MetadataDB
+from storage.metadata import AlertRecord, ClipFacts, Fence, ImageKind, MetadataDB, StaleFence
 from storage.objectstore import ObjectStore, StorageError
 from storage.spool import Spool, SpoolItem
 
@@ -120,12 +121,35 @@ class AlertPipeline:
         self.evaluator = FrameEvaluator(rules, zones, masks)
         self.alerts_created = 0
         self.alerts_by_label: Counter[str] = Counter()
+        # A worker of many: the worker's lease of the camera (checked in Redis) before an alert is written,
+        # None when it no longer holds the camera; the database refuses the alert too if a newer lease has
+        # claimed the camera since (`StaleFence`). None here: one process owns every camera.
+        self.fence: Callable[[str], Fence | None] | None = None
+        self.fenced_out = 0
         self.events: dict[tuple[str, int], list[OpenEvent]] = {}  # (camera, track id) -> its alerts' events
 
     def handle(self, frame: Frame, detections: Detections) -> list[str]:
         """Track, evaluate the rules, return the ids of the alerts raised (called by the detector thread)."""
         detections, triggers = self.evaluator.evaluate(frame, detections)
-        raised = [self._raise(frame, detections, trigger) for trigger in triggers]
+        fence = None
+        if triggers and self.fence is not None:
+            fence = self.fence(frame.camera_id)
+            if fence is None:
+                log.warning(
+                    "camera %s: %d alert(s) not raised: this worker no longer holds the camera (its lease "
+                    "moved)",
+                    frame.camera_id,
+                    len(triggers),
+                )
+                self.fenced_out += len(triggers)
+                triggers = []
+        raised = []
+        for trigger in triggers:
+            try:
+                raised.append(self._raise(frame, detections, trigger, fence))
+            except StaleFence as exc:  # another worker took the camera since the lease was checked
+                log.warning("%s (alert of %s not raised)", exc, trigger.label)
+                self.fenced_out += 1
         self._follow_events(frame, detections)
         return raised
 
@@ -239,7 +263,7 @@ class AlertPipeline:
     def close(self, wait: bool = True) -> None:
         self._uploads.shutdown(wait=wait)
 
-    def _raise(self, frame: Frame, detections: Detections, trigger: Trigger) -> str:
+    def _raise(self, frame: Frame, detections: Detections, trigger: Trigger, fence: Fence | None) -> str:
         alert_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
         place = self.places[frame.camera_id]
@@ -262,7 +286,7 @@ class AlertPipeline:
             severity=trigger.severity,
             rule=trigger.rule,
         )
-        self.db.add_alert(record)
+        self.db.add_alert(record, fence)  # the fenced write: what follows delivers an accepted alert
         self.alerts_created += 1
         self.alerts_by_label[trigger.label] += 1
         log.info(
@@ -274,21 +298,7 @@ class AlertPipeline:
             place.grid,
         )
         snapshot_key = self._store_snapshot(frame.camera_id, frame.image, detections, alert_id, created_at)
-        message = BusMessage(
-            alert_id=alert_id,
-            kind="alert",
-            camera_id=frame.camera_id,
-            village=place.village,
-            grid=place.grid,
-            label=trigger.label,
-            score=trigger.score,
-            created_at=created_at.isoformat(),
-            snapshot_key=snapshot_key,
-            bbox=trigger.bbox,
-            frame_time=datetime.fromtimestamp(frame.captured_at, UTC).isoformat(),
-            severity=trigger.severity,
-            rule=trigger.rule,
-        )
+        message = alert_message(dataclasses.replace(record, snapshot_key=snapshot_key))
         self._publish(message)
         request = ClipRequest(
             time_s=frame.time_s,
@@ -382,6 +392,29 @@ class AlertPipeline:
     # Set by the runtime: publish through the local outbox (kept on disk while Redis is unreachable).
     outbox: OutboxPublisher | None = None
 
+    def republish_unpublished(self, camera_ids: list[str], now: datetime | None = None) -> list[str]:
+        """Publish the alerts of these cameras from the last `REPUBLISH_WINDOW_S` that are in the database
+        but never reached the stream: a worker killed between an alert's row and its publication leaves
+        one, and the worker that takes the camera over calls this when it starts it. Not yet attached to an
+        incident (the dispatcher never saw them) and without a published marker; the ids published. A
+        race with a worker publishing the same alert adds it once (`AlertBus.add`). Redis errors propagate
+        (nothing is lost: the next start tries again)."""
+        if not camera_ids:
+            return []
+        since = (now or datetime.now(UTC)) - timedelta(seconds=REPUBLISH_WINDOW_S)
+        candidates = [
+            a
+            for a in self.db.list_alerts(limit=1000, cameras=camera_ids, since=since)
+            if a.incident_id is None
+        ]
+        done = self.bus.published([a.id for a in candidates])
+        missing = [a for a in candidates if a.id not in done]
+        for alert in sorted(missing, key=lambda a: a.created_at):
+            log.warning("alert %s of camera %s was never published (its worker stopped first): publishing it",
+                        alert.id, alert.camera_id)  # fmt: skip
+            self._publish(alert_message(alert))
+        return [a.id for a in missing]
+
     def _publish(self, message: BusMessage) -> None:
         """Through the outbox when there is one (it does not raise for Redis errors), else straight to the
         bus (small tools and tests: a failure is logged; the alert is in the database)."""
@@ -433,22 +466,7 @@ class AlertPipeline:
         if record is None:
             raise KeyError(f"no alerts row {alert_id!r}")
         log.info("clip %d of alert %s stored: %s (%.1f s)", sequence, alert_id, key, duration_s or 0.0)
-        created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
-        self._publish(
-            BusMessage(
-                alert_id=record.id,
-                kind="clip",
-                camera_id=record.camera_id,
-                village=record.village,
-                grid=record.grid,
-                label=record.label,
-                score=record.score,
-                created_at=created.astimezone(UTC).isoformat(),
-                snapshot_key=record.snapshot_key,
-                clip_key=key,
-                sequence=sequence,
-            )
-        )
+        self._publish(record_message(record, "clip", clip_key=key, sequence=sequence))
 
     def _clip_failed(
         self, alert_id: str, clip_id: str | None, sequence: int | None, error: str, status: str = "failed"
@@ -559,3 +577,37 @@ def _shrink(image: np.ndarray, width: int) -> np.ndarray:
         return image
     size = (width, max(1, round(height * width / current)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def record_message(alert: AlertRecord, kind: str, **fields: Any) -> BusMessage:
+    """A bus message about an alert as the database has it: its identity, place, label and snapshot, plus
+    the `fields` of this kind of message."""
+    return BusMessage(
+        alert_id=alert.id,
+        kind=kind,
+        camera_id=alert.camera_id,
+        village=alert.village,
+        grid=alert.grid,
+        label=alert.label,
+        score=alert.score,
+        created_at=_utc_iso(alert.created_at),
+        snapshot_key=alert.snapshot_key,
+        **fields,
+    )
+
+
+def alert_message(alert: AlertRecord) -> BusMessage:
+    """The "alert" bus message of an alert as the database has it (what its worker would have published)."""
+    return record_message(
+        alert,
+        "alert",
+        bbox=alert.bbox,
+        frame_time=_utc_iso(alert.frame_time),
+        severity=alert.severity,
+        rule=alert.rule,
+    )
+
+
+def _utc_iso(at: datetime) -> str:
+    """ISO 8601 in UTC (a naive time is UTC: what SQLite gives back)."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

@@ -21,6 +21,9 @@ from ingest.frames import Frame, FrameSlot
 
 log = logging.getLogger(__name__)
 
+# A model's inputs for a batch: the images, and for each its frame's index and crop (None: the whole frame)
+Plan = tuple[list[np.ndarray], list[tuple[int, "Rect | None"]]]
+
 
 class Detector(Protocol):
     names: tuple[str, ...]
@@ -235,22 +238,7 @@ class DetectorLoop(threading.Thread):
         the GIL while they infer. A detector with `thread_safe = False` runs on this thread.
         """
         plans = [self._plan(d, frames, whole) for d in self.detectors]
-        calls: list[tuple[Detector, list[np.ndarray]]] = []
-        for detector, (images, _owners) in zip(self.detectors, plans, strict=True):
-            size = self.max_batch
-            if self._pool is not None and getattr(detector, "thread_safe", True):
-                size = max(1, min(self.max_batch, -(-len(images) // self.workers)))
-            calls += [(detector, images[i : i + size]) for i in range(0, len(images), size)]
-        pooled = [
-            self._pool.submit(d.detect_batch, chunk)
-            if self._pool is not None and getattr(d, "thread_safe", True)
-            else None
-            for d, chunk in calls
-        ]
-        outputs = [
-            future.result() if future is not None else detector.detect_batch(chunk)
-            for (detector, chunk), future in zip(calls, pooled, strict=True)
-        ]
+        outputs = self._infer(plans)
         results: list[list[Detections]] = []
         done = 0
         for detector, (images, owners) in zip(self.detectors, plans, strict=True):
@@ -266,9 +254,43 @@ class DetectorLoop(threading.Thread):
             results.append([_from_crops(p, detector.names) for p in parts])
         return results
 
-    def _plan(
-        self, detector: Detector, frames: list[Frame], whole: list[bool]
-    ) -> tuple[list[np.ndarray], list[tuple[int, Rect | None]]]:
+    def seconds_per_frame(self, image: np.ndarray, repeats: int = 3) -> float:
+        """Wall seconds one whole frame costs all the models, run in full batches as this loop runs them
+        (on its pool with `workers` > 1): the median of `repeats` timed batches after one warm-up. For a
+        worker's capacity before it has measured real load; touches no stats and calls no `on_result`."""
+        images = [image] * self.max_batch
+        whole: list[tuple[int, Rect | None]] = [(i, None) for i in range(len(images))]
+        plans: list[Plan] = [(images, whole) for _ in self.detectors]
+        times = []
+        for run in range(repeats + 1):
+            started = time.perf_counter()
+            self._infer(plans)
+            if run:
+                times.append(time.perf_counter() - started)
+        return float(np.median(times)) / len(images)
+
+    def _infer(
+        self, plans: list[tuple[list[np.ndarray], list[tuple[int, Rect | None]]]]
+    ) -> list[list[Detections]]:
+        """The model calls for the plans, in order: each model's inputs in chunks of at most `max_batch`."""
+        calls: list[tuple[Detector, list[np.ndarray]]] = []
+        for detector, (images, _owners) in zip(self.detectors, plans, strict=True):
+            size = self.max_batch
+            if self._pool is not None and getattr(detector, "thread_safe", True):
+                size = max(1, min(self.max_batch, -(-len(images) // self.workers)))
+            calls += [(detector, images[i : i + size]) for i in range(0, len(images), size)]
+        pooled = [
+            self._pool.submit(d.detect_batch, chunk)
+            if self._pool is not None and getattr(d, "thread_safe", True)
+            else None
+            for d, chunk in calls
+        ]
+        return [
+            future.result() if future is not None else detector.detect_batch(chunk)
+            for (detector, chunk), future in zip(calls, pooled, strict=True)
+        ]
+
+    def _plan(self, detector: Detector, frames: list[Frame], whole: list[bool]) -> Plan:
         """The model's inputs for the batch, each with its frame's index and its crop (None: whole frame)."""
         size = input_size(detector)
         images: list[np.ndarray] = []

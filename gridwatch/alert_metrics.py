@@ -1,13 +1,16 @@
-"""Prometheus metrics of the alert side: the dispatcher (incidents, deliveries per notifier, escalations)
-and the workers' outbox."""
+"""Prometheus metrics of the alert side: the dispatcher (incidents, deliveries per notifier, escalations,
+its backlog on the alert stream) and the workers' outbox."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
+import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from alerts.bus import StreamConsumer
 from alerts.dispatch_loop import DispatchLoop
 from alerts.outbox import OutboxPublisher
 
@@ -53,6 +56,12 @@ class AlertSideCollector(Collector):
             for (name, result), count in sorted(loop.dispatcher.deliveries_by_channel.items()):
                 deliveries.add_metric([name, result], count)
             yield deliveries
+            yield CounterMetricFamily(
+                "gridwatch_dispatcher_dead_lettered",
+                "Alert stream entries that could not be parsed, moved to the dead-letter stream",
+                value=loop.consumer.dead_lettered,
+            )
+            yield from _stream_backlog(loop.consumer)
         outbox = self.outbox()
         if outbox is not None:
             yield GaugeMetricFamily(
@@ -63,4 +72,28 @@ class AlertSideCollector(Collector):
             )
             yield CounterMetricFamily(
                 "gridwatch_outbox_dropped", "Alert messages dropped from a full outbox", value=outbox.dropped
+            )
+
+
+def _stream_backlog(consumer: StreamConsumer) -> Iterable[GaugeMetricFamily]:
+    """The dispatchers' queue, asked of Redis at scrape time (XINFO GROUPS): alert stream entries no
+    dispatcher has read yet (lag) and entries read but not acked (pending). Nothing while Redis is down."""
+    try:
+        groups = cast(list[dict[str, Any]], consumer.client.xinfo_groups(consumer.stream))
+    except redis.RedisError:
+        return
+    for group in groups:
+        name = group.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) != consumer.group:
+            continue
+        yield GaugeMetricFamily(
+            "gridwatch_dispatcher_pending",
+            "Alert stream entries a dispatcher has read and not yet handled (acked)",
+            value=int(group.get("pending") or 0),
+        )
+        if group.get("lag") is not None:  # unknown to Redis for a while after some trims and deletes
+            yield GaugeMetricFamily(
+                "gridwatch_dispatcher_lag",
+                "Alert stream entries no dispatcher has read yet",
+                value=int(group["lag"]),
             )

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from alerts.incidents import IncidentPolicy
-from alerts.routing import Router, Shift, Team
+from alerts.routing import Route, Router, Shift, Team
 from alerts.rules import Rule, RuleEngine
 from alerts.schedule import Schedule, TimeWindow, all_week, parse_clock
 from gridwatch.settings import RuleSettings, Settings
 from storage.metadata import (
     GridRecord,
     MetadataDB,
+    RosterEntry,
     RuleOverrideRecord,
     TeamRecord,
     UserRecord,
@@ -95,6 +97,84 @@ def build_router(s: Settings) -> Router:
     )
 
 
+def build_router_from_db(s: Settings, db: MetadataDB) -> Router:
+    """The router of the organisation as the database has it: the config's teams (with their members,
+    rosters and fallbacks) and those an admin made through the API, every grid's team, the users' teams."""
+    schedules = build_schedules(s)
+    configured = {t.id: t for t in s.teams}
+    members: dict[str, list[str]] = {t.id: list(t.members) for t in s.teams}
+    for user in db.list_users():
+        if (
+            user.team_id is not None
+            and not user.disabled
+            and user.id not in members.setdefault(user.team_id, [])
+        ):
+            members[user.team_id].append(user.id)
+    teams = []
+    for record in db.list_teams():
+        config = configured.get(record.id)
+        shifts = []
+        for shift in config.roster if config is not None else record.roster:
+            if shift.schedule in schedules:
+                shifts.append(Shift(shift.user, schedules[shift.schedule]))
+            else:
+                log.warning("team %s: roster names unknown schedule %r, left out", record.id, shift.schedule)
+        teams.append(
+            Team(
+                id=record.id,
+                name=record.name,
+                members=tuple(members.get(record.id, ())),
+                roster=tuple(shifts),
+                fallback=config.fallback if config is not None else None,
+            )
+        )
+    return Router(
+        teams,
+        grid_teams={g.id: g.team_id for g in db.list_grids()},
+        fallback_team=s.routing.fallback_team,
+        monitoring_centre=s.routing.monitoring_centre,
+    )
+
+
+class LiveRouter(Router):
+    """A router that follows the organisation in the database (grids, teams, rosters made or changed through
+    the API): rebuilt when it is older than `every_s` at the next question. A rebuild that fails keeps the
+    last good one."""
+
+    def __init__(self, s: Settings, db: MetadataDB, every_s: float = 10.0) -> None:
+        self.settings, self.db, self.every_s = s, db, every_s
+        self._lock = threading.Lock()
+        self._built_at = 0.0
+        self._adopt(build_router_from_db(s, db))
+
+    def _adopt(self, router: Router) -> None:
+        self.teams, self.grid_teams = router.teams, router.grid_teams
+        self.fallback_team, self.monitoring_centre = router.fallback_team, router.monitoring_centre
+        self._built_at = time.monotonic()
+
+    def refresh(self, *, force: bool = False) -> None:
+        with self._lock:
+            if not force and time.monotonic() - self._built_at < self.every_s:
+                return
+            try:
+                self._adopt(build_router_from_db(self.settings, self.db))
+            except Exception:
+                self._built_at = time.monotonic()  # try again in every_s, not at every question
+                log.exception("could not rebuild the routing from the database; keeping the last one")
+
+    def route(self, grid: str, wall_time: float) -> Route:
+        self.refresh()
+        return super().route(grid, wall_time)
+
+    def escalation_teams(self, team_id: str | None) -> tuple[str, ...]:
+        self.refresh()
+        return super().escalation_teams(team_id)
+
+    def members_on_duty(self, team_id: str, wall_time: float) -> tuple[str, ...]:
+        self.refresh()
+        return super().members_on_duty(team_id, wall_time)
+
+
 def build_incident_policy(s: Settings) -> IncidentPolicy:
     return IncidentPolicy(
         window_s=s.incidents.window_s,
@@ -165,7 +245,12 @@ def sync_organisation(s: Settings, db: MetadataDB) -> None:
     """Write the config's villages, teams, grids and users to the database (the API and the audit log refer
     to them). Users keep what the database knows and the config does not say (their password hash)."""
     db.upsert_villages([VillageRecord(v.id, v.name) for v in s.villages])
-    db.upsert_teams([TeamRecord(t.id, t.name) for t in s.teams])
+    db.upsert_teams(
+        [
+            TeamRecord(t.id, t.name, roster=tuple(RosterEntry(x.user, x.schedule) for x in t.roster))
+            for t in s.teams
+        ]
+    )
     db.upsert_grids([GridRecord(g.id, g.name, g.village, g.team) for g in s.grids])
     users = []
     for u in s.users:

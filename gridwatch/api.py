@@ -8,30 +8,24 @@ import binascii
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import AwareDatetime, BaseModel
 
+from gridwatch.api_cameras import MAX_IMPORT_BYTES
+from gridwatch.api_cameras import router as cameras_router
+from gridwatch.api_errors import document_errors
+from gridwatch.api_health import router as health_router
 from gridwatch.api_incidents import router as incidents_router
 from gridwatch.api_limits import DEFAULT_MAX_BODY_BYTES, install_limits, store_origin
+from gridwatch.api_org import router as org_router
 from gridwatch.api_scope import STAFF, Scope, ViewScope
 from gridwatch.api_state import AppState, State
 from gridwatch.auth.login import install_auth
-from storage.metadata import AlertRecord, CameraRecord, IncidentStatus, Severity
-
-
-class CameraOut(BaseModel):
-    id: str
-    name: str
-    village: str
-    grid: str
-    url: str  # redacted
-    detect_fps: float
-    enabled: bool
-    state: str | None = None
-    health: dict[str, Any] | None = None
+from gridwatch.web import install_ui
+from storage.metadata import AlertRecord, IncidentStatus, Severity
 
 
 class AlertOut(BaseModel):
@@ -56,10 +50,6 @@ class AlertOut(BaseModel):
 class AlertPage(BaseModel):
     items: list[AlertOut]
     next_cursor: str | None
-
-
-class Health(BaseModel):
-    status: str
 
 
 def _encode_cursor(alert: AlertRecord) -> str:
@@ -109,20 +99,6 @@ def _alert_out(alert: AlertRecord) -> AlertOut:
     )
 
 
-def _camera_out(camera: CameraRecord, health: dict[str, Any] | None) -> CameraOut:
-    return CameraOut(
-        id=camera.id,
-        name=camera.name,
-        village=camera.village,
-        grid=camera.grid,
-        url=camera.url_redacted,
-        detect_fps=camera.detect_fps,
-        enabled=camera.enabled,
-        state=health["detect"]["state"] if health else None,
-        health=health,
-    )
-
-
 def create_app(state: AppState, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The app over `state`; request bodies over `max_body_bytes` are refused (413)."""
 
@@ -133,13 +109,15 @@ def create_app(state: AppState, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
 
     app = FastAPI(title="GridWatch", version="0.1.0", lifespan=lifespan)
     app.state.gridwatch = state
-    install_limits(app, store_origin(state.store), max_body_bytes)
+    install_limits(
+        app, store_origin(state.store), max_body_bytes, larger={"/api/v1/cameras/import": MAX_IMPORT_BYTES}
+    )
+    app.include_router(health_router)
     app.include_router(incidents_router)
+    app.include_router(cameras_router)
+    app.include_router(org_router)
     install_auth(app, state)  # app.state.auth, the /api/v1 login, session, token and setup routes
-
-    @app.get("/healthz", response_model=Health)
-    def healthz() -> Health:
-        return Health(status="ok")
+    document_errors(app)
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[STAFF])
     def metrics(s: State) -> PlainTextResponse:
@@ -147,10 +125,6 @@ def create_app(state: AppState, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         if s.metrics is None:
             raise HTTPException(status_code=404, detail="no metrics in this process")
         return PlainTextResponse(s.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.get("/api/v1/cameras", response_model=list[CameraOut])
-    def list_cameras(s: State, scope: ViewScope) -> list[CameraOut]:
-        return [_camera_out(c, s.camera_health(c.id)) for c in s.db.list_cameras() if scope.sees(c.grid)]
 
     @app.get("/api/v1/alerts", response_model=AlertPage)
     def list_alerts(
@@ -217,4 +191,5 @@ def create_app(state: AppState, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             raise HTTPException(status_code=404, detail=detail)
         return RedirectResponse(s.store.presigned_get(alert.clip_key, s.presign), status_code=307)
 
+    install_ui(app)
     return app

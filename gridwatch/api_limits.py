@@ -76,23 +76,32 @@ async def _send_json(send: Send, status: int, detail: str, *, close: bool = True
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Bodies over `max_body_bytes` get 413; the paths of `larger` (a bulk import) have their own limit."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        larger: Mapping[str, int] | None = None,
+    ) -> None:
         if max_body_bytes < 0:
             raise ValueError("max_body_bytes must be 0 or more")
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = f"the request body is over {self.max_body_bytes} bytes"
+        limit = self.larger.get(scope["path"], self.max_body_bytes)
+        too_large = f"the request body is over {limit} bytes"
         declared = Headers(scope=scope).getlist("content-length")
         if declared:
             if len(set(declared)) != 1 or not declared[0].strip().isdigit():
                 await _send_json(send, 400, "invalid Content-Length")
                 return
-            if int(declared[0]) > self.max_body_bytes:
+            if int(declared[0]) > limit:
                 await _send_json(send, 413, too_large)
                 return
         chunks: list[bytes] = []
@@ -103,7 +112,7 @@ class BodyLimit:
                 return  # the client left while sending: nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 await _send_json(send, 413, too_large)
                 return
             chunks.append(chunk)
@@ -211,11 +220,16 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def install_limits(app: FastAPI, media_origin: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+def install_limits(
+    app: FastAPI,
+    media_origin: str,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    larger: Mapping[str, int] | None = None,
+) -> None:
     """Add the middlewares to `app`: the headers outermost, so that a 413 or 400 carries them too; the body
     limit before the text guard, which reads the body only once it is known to be small."""
     app.add_middleware(TextGuard)
-    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, larger=larger)
     docs = {
         path: DOCS_CSP for path in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if path
     }

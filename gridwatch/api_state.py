@@ -9,7 +9,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from alerts.bus import BusMessage
+from gridwatch.camera_registry import CameraRegistry, settings_box
 from gridwatch.feed import FeedHub
+from gridwatch.sealing import SecretBox, new_key
 from gridwatch.settings import Settings
 from storage.metadata import MetadataDB
 from storage.objectstore import ObjectStore
@@ -26,7 +28,9 @@ class AppState:
         settings: Settings | None = None,
         publish: Callable[[BusMessage], object] | None = None,
         feed: FeedHub | None = None,
+        registry: CameraRegistry | None = None,
     ) -> None:
+        self._registry = registry  # None: one over `db` with the settings' key (or a key of this process)
         self.feed = feed  # the live feed (SSE); None: this process has no Redis
         self.settings = settings  # the config: its rules and what a rule edit may refer to
         self.publish = publish  # incident status changes to the bus (the dispatcher notifies "resolved")
@@ -35,6 +39,17 @@ class AppState:
         self.store = store
         self.presign = timedelta(seconds=presign_seconds)
         self.camera_health = camera_health or (lambda _camera_id: None)
+
+    @property
+    def registry(self) -> CameraRegistry:
+        if self._registry is None:
+            s = self.settings
+            if s is None:  # a bare app (tests): a key of this process only
+                self._registry = CameraRegistry(self.db, SecretBox(new_key()))
+            else:
+                mounts = [m.name for m in s.simulator.cameras] if s.simulator else []
+                self._registry = CameraRegistry(self.db, settings_box(s), sim_mounts=mounts)
+        return self._registry
 
 
 def _state(request: Request) -> AppState:

@@ -7,13 +7,13 @@ from contextlib import AbstractContextManager, contextmanager
 
 import redis
 
-from alerts.bus import AlertBus, StreamConsumer
+from alerts.bus import AlertBus, BusMessage, StreamConsumer
 from alerts.dispatch_loop import DispatchLoop
 from alerts.dispatcher import Channel, Dispatcher
 from alerts.notifiers.retry import RetryPolicy
 from alerts.notifiers.settings import build_notifier
 from alerts.status_relay import CameraStatusRelay, mqtt_sinks
-from gridwatch.alerting import build_incident_policy, build_router
+from gridwatch.alerting import LiveRouter, build_incident_policy
 from gridwatch.settings import Settings
 from storage.metadata import MetadataDB
 
@@ -33,12 +33,17 @@ def redis_lock(client: redis.Redis, timeout_s: float = 30.0) -> Callable[[str], 
 
 
 def build_dispatcher(
-    s: Settings, db: MetadataDB, client: redis.Redis, retry: RetryPolicy | None = None
+    s: Settings,
+    db: MetadataDB,
+    client: redis.Redis,
+    retry: RetryPolicy | None = None,
+    publish: Callable[[BusMessage], object] | None = None,
 ) -> Dispatcher:
+    """`publish`: where the incident each alert joined is announced (the alert stream, for the live feed)."""
     channels = [Channel(build_notifier(n), n.accepts) for n in s.notifiers if n.enabled]
     return Dispatcher(
         db,
-        build_router(s),
+        LiveRouter(s, db),
         channels,
         policy=build_incident_policy(s),
         retry=retry,
@@ -46,6 +51,7 @@ def build_dispatcher(
         public_url=s.api.public_url,
         timezone=s.timezone,
         lock=redis_lock(client),
+        publish=publish,
     )
 
 

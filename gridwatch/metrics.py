@@ -86,9 +86,17 @@ class RuntimeCollector(Collector):
             "Frames replaced in the latest-frame slot before the detector took them",
             labels=["camera"],
         )
+        taken = CounterMetricFamily(
+            "gridwatch_frames_taken",
+            "Frames the detector took from the camera's latest-frame slot, run or skipped as still "
+            "(its rate: the camera's detect fps)",
+            labels=["camera"],
+        )
         for camera_id, slot in self.slots.items():
             dropped.add_metric([camera_id], slot.dropped)
+            taken.add_metric([camera_id], slot.delivered)
         yield dropped
+        yield taken
 
         loop = self.loop()
         if loop is not None:

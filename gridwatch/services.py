@@ -31,34 +31,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from ingest.ports import LOOPBACK, free_port
+
 __all__ = ["RedisServer", "S3Server", "free_port"]
 
-_LOOPBACK = "127.0.0.1"
+_LOOPBACK = LOOPBACK
 _GRPC_OFFSET = 10000
 _LOG_TAIL_CHARS = 4000
-
-
-def _can_bind(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((_LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(also_plus: int | None = None) -> int:
-    """Return a TCP port free on 127.0.0.1; with `also_plus`, port + also_plus is free too."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((_LOOPBACK, 0))
-            port: int = sock.getsockname()[1]
-        if also_plus is None:
-            return port
-        other = port + also_plus
-        if 0 < other <= 65535 and _can_bind(other):
-            return port
-    raise RuntimeError(f"no free port P on {_LOOPBACK} with P+{also_plus} also free")
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:
@@ -326,9 +305,11 @@ class RedisServer(_Supervised):
         binary: str | None = None,
         appendonly: bool = False,
         fsync: Literal["always", "everysec", "no"] = "always",
+        replica_of: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         super().__init__(self.data_dir / "redis-server.log")
+        self.replica_of = replica_of  # the port of a primary on 127.0.0.1 to replicate
         self.binary = binary or find_redis_binary()
         self.appendonly = appendonly
         if fsync not in ("always", "everysec", "no"):
@@ -368,6 +349,8 @@ class RedisServer(_Supervised):
             cmd += ["--appendonly", "yes", "--appendfsync", self.fsync]
         else:
             cmd += ["--appendonly", "no"]
+        if self.replica_of is not None:
+            cmd += ["--replicaof", _LOOPBACK, str(self.replica_of)]
         return cmd
 
     def _ready(self) -> bool:
@@ -417,6 +400,12 @@ class S3Server(_Supervised):
     it), kept across `stop()`/`kill()` and `start()` of the same supervisor, which also keeps its ports.
     With `persist=True` the subdirectory is always `data_dir/seaweedfs`, so a later supervisor (the next
     `gridwatch run`) finds the buckets and objects again, on new ports.
+
+    Every bucket takes at least one SeaweedFS volume. By default the number of volumes is free disk
+    space divided by the volume size (`weed mini` picks both), which is ample for one bucket but runs
+    out for a server shared by many short-lived buckets (a test session): writes to a new bucket then
+    get HTTP 500 "no free volumes left". `max_volumes` sets the count (volumes are sparse files, so
+    the count costs no disk), `volume_size_mb` the size at which a volume stops taking writes.
     """
 
     name = "SeaweedFS S3 server"
@@ -429,7 +418,15 @@ class S3Server(_Supervised):
         binary: str | None = None,
         *,
         persist: bool = False,
+        max_volumes: int | None = None,
+        volume_size_mb: int | None = None,
     ) -> None:
+        if max_volumes is not None and max_volumes < 1:
+            raise ValueError(f"max_volumes must be at least 1, not {max_volumes}")
+        if volume_size_mb is not None and volume_size_mb < 1:
+            raise ValueError(f"volume_size_mb must be at least 1, not {volume_size_mb}")
+        self.max_volumes = max_volumes
+        self.volume_size_mb = volume_size_mb
         self.data_dir = Path(data_dir)
         super().__init__(self.data_dir / "seaweedfs.log")
         self.binary = binary or find_weed_binary()
@@ -469,6 +466,11 @@ class S3Server(_Supervised):
         # mini.options remembers the previous ports; the command line wins, but stale files only confuse.
         (self.weed_dir / "mini.options").unlink(missing_ok=True)
         p = self.ports
+        sizing = []
+        if self.max_volumes is not None:
+            sizing.append(f"-volume.max={self.max_volumes}")
+        if self.volume_size_mb is not None:
+            sizing.append(f"-master.volumeSizeLimitMB={self.volume_size_mb}")
         return [
             self.binary,
             "-logtostderr",  # glog would otherwise leave weed.* files in /tmp
@@ -487,6 +489,7 @@ class S3Server(_Supervised):
             "-admin.ui=false",
             "-master.telemetry=false",
             "-volume.preStopSeconds=0",
+            *sizing,
         ]
 
     def _env(self) -> dict[str, str]:

@@ -50,7 +50,9 @@ class Section(BaseModel):
 
 class RedisSettings(Section):
     url: SecretStr | None = Field(
-        None, description="redis://... of an external Redis; empty: run an embedded one"
+        None,
+        description="redis://... of an external Redis, or redis+sentinel://host:26379[,host:port...]/SERVICE "
+        "to follow the primary Redis Sentinel names; empty: run an embedded one",
     )
     stream: str = Field("gridwatch:alerts", description="Redis stream that carries alerts")
     stream_maxlen: int = Field(100_000, ge=100, description="Approximate MAXLEN the stream is trimmed to")
@@ -95,16 +97,92 @@ class DatabaseSettings(Section):
 
 class ApiSettings(Section):
     enabled: bool = Field(True, description="Serve the HTTP API from `gridwatch run`")
-    host: Literal["127.0.0.1", "localhost", "::1"] = Field(
+    host: Literal["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"] = Field(
         "127.0.0.1",
-        description="Bind address, loopback only: phones and other machines reach it through a TLS reverse "
-        "proxy (set public_url)",
+        description="Bind address: loopback, with phones and other machines reaching it through a TLS "
+        "reverse proxy on the same machine; 0.0.0.0 or :: only in a container or pod behind such a proxy, "
+        "and then public_url must be https://",
     )
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
     public_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s]+$",
         description="Address people reach the web UI at (links in notifications); empty: no links",
+    )
+
+    @model_validator(mode="after")
+    def _public_bind_behind_tls(self) -> ApiSettings:
+        if self.host in ("0.0.0.0", "::") and not (self.public_url or "").startswith("https://"):
+            raise ValueError(
+                f"api.host {self.host} listens on every interface: only behind a TLS reverse proxy, so set "
+                "api.public_url to its https:// address (sessions and passwords must not cross a network "
+                "in clear)"
+            )
+        return self
+
+
+class WorkerSettings(Section):
+    """`gridwatch worker`: a detection worker of a split deployment; workers share the cameras through leases
+    in Redis."""
+
+    id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="Stable worker id (in Kubernetes: the pod name); empty: host name and process id",
+    )
+    capacity: int = Field(
+        64,
+        ge=1,
+        le=2000,
+        description="Most cameras this worker takes; with capacity_mode measured, the measured capacity "
+        "stays at or below it",
+    )
+    capacity_mode: Literal["measured", "fixed"] = Field(
+        "measured",
+        description="measured: the worker times its models at start and its detector's load while it runs, "
+        "and takes no more cameras than it can serve (gridwatch.cluster.capacity); fixed: always `capacity`",
+    )
+    target_load: float = Field(
+        0.75, gt=0, le=1, description="measured: the share of the detector's time the held cameras may take"
+    )
+    expected_activity: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="measured: the share of the time something moves in a camera's view, assumed at start "
+        "(still cameras cost one frame per models.still_refresh_s); replaced by the measured load after 5 "
+        "windows",
+    )
+    capacity_window_s: float = Field(
+        60.0, ge=5, le=3600, description="measured: each capacity measurement spans this long"
+    )
+    lease_ttl_s: float = Field(
+        10.0, ge=1, le=300, description="A dead worker's cameras move to others after this (plus 2 s at most)"
+    )
+    lease_replicas: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="With Redis replicas (Sentinel): a lease counts only once this many replicas have it "
+        "(WAIT after each acquire and renewal), so a failover cannot give a camera to a second worker; 0: "
+        "do not wait. A worker whose replicas stay silent stops its cameras at their last confirmed deadline",
+    )
+    lease_replica_timeout_ms: int = Field(
+        100, ge=1, le=5000, description="How long each WAIT for the replicas may take"
+    )
+    join_settle_s: float = Field(
+        3.0,
+        ge=0,
+        le=300,
+        description="A starting worker takes cameras once the live workers stayed the same this long (at "
+        "most 10 times this): a whole fleet starting does not start every camera twice",
+    )
+    metrics_host: Literal["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"] = Field(
+        "127.0.0.1", description="Bind address of /healthz, /readyz and /metrics (0.0.0.0 in a pod)"
+    )
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Their port; 0 picks a free one")
+    stop_grace_s: float = Field(
+        30.0, ge=0, le=600, description="At SIGTERM: how long clips may take to finish before leases go"
     )
 
 
@@ -223,6 +301,9 @@ class ModelSettings(Section):
 
 class IngestSettings(Section):
     open_timeout_s: float = Field(10.0, gt=0, le=120, description="Give up opening a camera after this long")
+    registry_poll_s: float = Field(
+        5.0, gt=0, le=300, description="How often a worker looks for cameras added, changed or removed (API)"
+    )
     read_timeout_s: float = Field(10.0, gt=0, le=120, description="FFmpeg read timeout on an open stream")
     stall_after_s: float = Field(3.0, gt=0, le=120, description="No packet this long: the stream is stalled")
     watchdog_timeout_s: float = Field(
@@ -454,19 +535,10 @@ class ZoneSettings(Section):
         return points
 
 
-class CameraSettings(Section):
-    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable camera id (used in keys)")
-    name: str = Field(..., min_length=1, description="Display name")
-    village: str = Field(..., description="Village id")
-    grid: str = Field(..., description="Grid id (the patrol team that gets its alerts)")
-    url: SecretStr = Field(
-        ..., description="rtsp:// or rtsps:// URL decoded for detection (a sub-stream if the camera has one)"
-    )
-    record_url: SecretStr | None = Field(
-        None, description="Main stream kept (not decoded) for clips; empty: clips come from `url`"
-    )
-    detect_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sent to the detectors")
-    enabled: bool = Field(True, description="Pull this camera")
+class CameraDetection(Section):
+    """Where and how strictly a camera's detections count: the config's camera settings, and the
+    `detection` of a camera registered through the API (stored with it in the database)."""
+
     zones: list[ZoneSettings] = Field(default_factory=list, description="Named areas that rules can require")
     masks: list[list[Point]] = Field(
         default_factory=list, description="Polygons (0..1) where detections and motion are ignored"
@@ -481,6 +553,43 @@ class CameraSettings(Section):
         description="Per-label bars for this camera, {label: {min_score, min_area}}; the stricter of these "
         "and the rule's applies",
     )
+
+    @field_validator("masks", "motion_masks")
+    @classmethod
+    def _polygons(cls, polygons: list[list[Point]]) -> list[list[Point]]:
+        for polygon in polygons:
+            if len(polygon) < 3:
+                raise ValueError(f"a mask needs at least 3 points, not {len(polygon)}")
+            for x, y in polygon:
+                if not (0 <= x <= 1 and 0 <= y <= 1):
+                    raise ValueError(f"point [{x}, {y}] is outside the frame (coordinates go from 0 to 1)")
+        return polygons
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[ZoneSettings]) -> list[ZoneSettings]:
+        names = [z.name for z in zones]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"zone names must be unique: {', '.join(twice)} more than once")
+        return zones
+
+    def is_empty(self) -> bool:
+        return not (self.zones or self.masks or self.motion_masks or self.thresholds)
+
+
+class CameraSettings(CameraDetection):
+    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Stable camera id (used in keys)")
+    name: str = Field(..., min_length=1, description="Display name")
+    village: str = Field(..., description="Village id")
+    grid: str = Field(..., description="Grid id (the patrol team that gets its alerts)")
+    url: SecretStr = Field(
+        ..., description="rtsp:// or rtsps:// URL decoded for detection (a sub-stream if the camera has one)"
+    )
+    record_url: SecretStr | None = Field(
+        None, description="Main stream kept (not decoded) for clips; empty: clips come from `url`"
+    )
+    detect_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sent to the detectors")
+    enabled: bool = Field(True, description="Pull this camera")
 
     @field_validator("url", "record_url")
     @classmethod
@@ -513,16 +622,28 @@ class Settings(Section):
         Path("data"), description="Working directory for embedded servers and the database"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level")
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto",
+        description="Log lines on stderr: json (one JSON object a line, for log shippers), text (plain "
+        "lines), auto (colours on a terminal, plain lines otherwise); env GRIDWATCH_LOG_FORMAT",
+    )
     redis: RedisSettings = RedisSettings()
     s3: S3Settings = S3Settings()
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
+    worker: WorkerSettings = WorkerSettings()
     models: ModelSettings = ModelSettings()
     ingest: IngestSettings = IngestSettings()
     clips: ClipSettings = ClipSettings()
     spool: SpoolSettings = SpoolSettings()
     retention: RetentionSettings = RetentionSettings()
     simulator: SimulatorSettings | None = Field(None, description="Serve simulated cameras from this process")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that seals camera URLs (their passwords) in the database, from "
+        "`gridwatch secret-key`; empty: one made on first use in data_dir/secret.key. Many machines: give "
+        "all the same key (GRIDWATCH_SECRET_KEY)",
+    )
     villages: list[VillageSettings] = Field(default_factory=list)
     grids: list[GridSettings] = Field(default_factory=list)
     cameras: list[CameraSettings] = Field(default_factory=list)

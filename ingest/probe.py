@@ -22,8 +22,9 @@ from typing import Any
 
 import av
 
-from ingest.errors import ErrorKind, classify_open_error, describe_error, url_secrets
-from ingest.urls import PROTOCOL_WHITELIST, CameraURLError, redact_text, validate_camera_url
+from ingest.camera_open import CameraURL, OpenFailed, open_camera
+from ingest.errors import ErrorKind, describe_error
+from ingest.urls import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +72,17 @@ def probe_camera(
 ) -> ProbeResult:
     """Open `url`, read `sample_seconds` of stream time (at most that plus `read_timeout_s` of wall time)."""
     started = time.monotonic()
-    secrets = url_secrets(url)
-    shown = redact_text(url.strip(), *secrets)
+    camera = CameraURL.of(url)
     try:
-        url = validate_camera_url(url)
-    except CameraURLError as exc:
-        return _failure(shown, "refused_url", redact_text(str(exc), *secrets), started)
-
-    log.info("probing %s", shown)
-    try:
-        container = av.open(
-            url,
-            options={"rtsp_transport": "tcp", "protocol_whitelist": PROTOCOL_WHITELIST},
-            timeout=(open_timeout_s, read_timeout_s),
-        )
-    except Exception as exc:  # every camera failure becomes a result
-        kind, message = classify_open_error(exc, url, time.monotonic() - started, open_timeout_s)
-        result = _failure(shown, kind, redact_text(message, *secrets), started)
-        log.info("probe of %s failed (%s): %s", shown, kind, result.error)
+        container = open_camera(camera, open_timeout_s, read_timeout_s)
+    except OpenFailed as failed:
+        result = _failure(camera.shown, failed.kind, failed.message, started)
+        log.info("probe of %s failed (%s): %s", camera.shown, failed.kind, result.error)
         return result
-
+    log.info("probing %s", camera.shown)
     with container:
-        result = _measure(container, shown, secrets, started, read_timeout_s, sample_seconds)
-    log.info("probe of %s: %s", shown, "ok" if result.ok else f"{result.error_kind}: {result.error}")
+        result = _measure(container, camera.shown, camera.secrets, started, read_timeout_s, sample_seconds)
+    log.info("probe of %s: %s", camera.shown, "ok" if result.ok else f"{result.error_kind}: {result.error}")
     return result
 
 

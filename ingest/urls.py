@@ -17,17 +17,26 @@ class CameraURLError(ValueError):
     """A camera URL that GridWatch refuses to open. The message never contains the password."""
 
 
+# query parameters that carry a secret (cameras that take `?user=..&password=..`, Sentinel's password)
+_SECRET_QUERY = re.compile(r"(?i)(^|&)([a-z_]*(?:password|passwd|pwd|secret|token))=[^&]*")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***; the user name is kept to help an admin."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced by ***, in the user info and in query parameters that hold one
+    (`password=`, `sentinel_password=`, `token=`...); the user name is kept to help an admin. Works for
+    netlocs `urlsplit` cannot take apart (a list of hosts) and never raises."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def redact_text(text: str, *secrets: str) -> str:

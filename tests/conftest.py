@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ import psycopg
 import pytest
 
 from gridwatch.services import RedisServer, S3Server
+from ingest.ports import free_port
 from storage.metadata import MetadataDB
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("s3"), S3_ACCESS, S3_SECRET)
+    # One server for the whole session: every test's bucket takes a volume, and the automatic count (free
+    # disk / volume size) ran out on a smaller CI disk (HTTP 500 on writes to late buckets).
+    where = tmp_path_factory.mktemp("s3")
+    server = S3Server(where, S3_ACCESS, S3_SECRET, max_volumes=2000, volume_size_mb=64)
     server.start(timeout=60)
     try:
         yield server
@@ -111,10 +114,7 @@ def _pg_bindir() -> Path:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port()
 
 
 def _as_user() -> dict[str, Any]:
@@ -237,3 +237,92 @@ def api_token() -> Callable[..., str]:
         return f"Bearer {new.token}"
 
     return make
+
+
+# -- Redis with a replica and a Sentinel (for failover tests): real redis-server processes -------------
+
+
+class SentinelServer(RedisServer):
+    """`redis-server --sentinel` on 127.0.0.1, monitoring the primary at `primary_port` as `service`
+    (quorum 1: this one sentinel decides; down after `down_after_ms`)."""
+
+    name = "redis sentinel"
+
+    def __init__(
+        self, data_dir: Path, primary_port: int, service: str = "gridwatch", down_after_ms: int = 1000
+    ) -> None:
+        system = shutil.which("redis-server")
+        assert system, "Debian redis-server is not installed"
+        super().__init__(data_dir, binary=system)
+        self.primary_port = primary_port
+        self.service = service
+        self.down_after_ms = down_after_ms
+
+    @property
+    def url(self) -> str:
+        """The `redis+sentinel://` URL of the monitored service."""
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}"
+
+    def _command(self) -> list[str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "sentinel.conf"  # Sentinel rewrites it: a file of its own
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
+            f"sentinel parallel-syncs {self.service} 1\n"
+        )
+        return [self.binary, str(conf), "--sentinel"]
+
+
+class RedisHA:
+    """A primary, a replica of it and a sentinel watching them (see `redis_ha`)."""
+
+    def __init__(self, root: Path) -> None:
+        system = shutil.which("redis-server")
+        assert system, "Debian redis-server is not installed"
+        self.primary = RedisServer(root / "primary", binary=system)
+        self.primary.start()
+        self.replica = RedisServer(root / "replica", binary=system, replica_of=self.primary.port)
+        self.replica.start()
+        self.sentinel = SentinelServer(root / "sentinel", self.primary.port)
+        self.sentinel.start()
+
+    def wait_replicating(self, timeout: float = 20.0) -> None:
+        """Until the replica is in sync and the sentinel knows it (it can then be promoted)."""
+        import redis
+
+        replica = redis.Redis(port=self.replica.port)
+        sentinel = redis.Redis(port=self.sentinel.port, decode_responses=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            link = replica.info("replication").get("master_link_status")
+            known = sentinel.execute_command("SENTINEL", "REPLICAS", self.sentinel.service)
+            if link == "up" and known:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the replica did not sync with the primary within {timeout:.0f} s")
+
+    def primary_port(self) -> int:
+        """The port of the primary the sentinel names now."""
+        import redis
+
+        sentinel = redis.Redis(port=self.sentinel.port, decode_responses=True)
+        _host, port = sentinel.sentinel_get_master_addr_by_name(self.sentinel.service)
+        return int(port)
+
+    def stop(self) -> None:
+        for server in (self.sentinel, self.replica, self.primary):
+            server.stop()
+
+
+@pytest.fixture
+def redis_ha(tmp_path: Path) -> Iterator[RedisHA]:
+    """A Redis primary with one replica and a Sentinel (service `gridwatch`), for this test alone."""
+    ha = RedisHA(tmp_path / "redis-ha")
+    try:
+        ha.wait_replicating()
+        yield ha
+    finally:
+        ha.stop()

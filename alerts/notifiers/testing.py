@@ -34,6 +34,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest import ports
+
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = os.environ.get("GRIDWATCH_MOSQUITTO", "/usr/sbin/mosquitto")
 WEB_PUSH_TESTING = Path(
@@ -60,9 +62,7 @@ net.Server.prototype.listen = function (...args) {
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return ports.free_port()
 
 
 def _port_open(port: int) -> bool:

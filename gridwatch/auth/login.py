@@ -288,6 +288,8 @@ def install_auth(app: FastAPI, state: AppState) -> Auth:
         public_origin=public_url, secure_cookies=bool(public_url and public_url.startswith("https://"))
     )
     auth = Auth(state.db, policy=policy)
+    if state.feed is not None:  # this process has Redis: every API process counts failed logins together
+        auth.limiter.share(state.feed.client)
     app.state.auth = auth
     app.include_router(router)
     setup_token = auth.open_setup()

@@ -4,19 +4,22 @@ Cameras, villages, grids, teams, users, events, alerts, alert actions, clips, de
 The schema comes from the Alembic migrations in `storage/migrations` (`MetadataDB.migrate()` at start); the
 ORM models in `tables` must match them, which tests/storage/test_migrations.py checks. ORM models stay inside
 this package; callers get frozen records. Every call opens its own session, so one `MetadataDB` can be shared
-by many threads. Secrets never land here: camera URLs are stored redacted, users only with a password hash,
+by many threads. Secrets never land here in clear: camera URLs are stored redacted for display and sealed
+(encrypted by the deployment's key, `gridwatch.secrets`) for the workers, users only with a password hash,
 and a delivery target or audit detail that carries credentials is refused.
 
-Modules: `records` (the frozen records and the choices of status fields), `tables` (the SQLAlchemy models
-and `UtcDateTime`), `db` (`MetadataDB`), `incidents` (incidents, push subscriptions, rule overrides),
-`auth` (login sessions, API tokens, password hashes, disabled users: hashes only), `engine` (`make_engine`),
-`rows` (rows to records, upserts, deleting an alert with its rows), `checks` (what is refused before a
-write). Import from `storage.metadata`.
+Modules: `records` (the frozen records and the choices of status fields), `tables` (the SQLAlchemy models and
+`UtcDateTime`), `db` (`MetadataDB`), `incidents` (incidents, push subscriptions, rule overrides), `registry`
+(cameras and the organisation, one by one or in bulk), `fences` (fencing tokens: a worker that lost a
+camera's lease cannot write for it), `auth` (login sessions, API tokens, password hashes, disabled users:
+hashes only), `engine` (`make_engine`), `rows` (rows to records, upserts, deleting an alert with its rows),
+`checks` (what is refused before a write). Import from `storage.metadata`.
 """
 
 from storage.metadata.auth import ApiTokenRecord, SessionRecord
 from storage.metadata.db import MetadataDB
 from storage.metadata.engine import make_engine
+from storage.metadata.fences import Fence, FenceRecord, StaleFence
 from storage.metadata.incidents import (
     IncidentAttach,
     IncidentRecord,
@@ -31,6 +34,7 @@ from storage.metadata.records import (
     DELIVERY_STATUSES,
     IMAGE_KINDS,
     ROLES,
+    SOURCES,
     AlertActionKind,
     AlertActionRecord,
     AlertRecord,
@@ -48,13 +52,16 @@ from storage.metadata.records import (
     ImageKind,
     IncidentStatus,
     Role,
+    RosterEntry,
     Severity,
+    Source,
     TeamRecord,
     UserRecord,
     VillageRecord,
     new_alert_id,
     new_id,
 )
+from storage.metadata.registry import KEPT_BY_CAMERAS, RowExists, RowInUse
 from storage.metadata.tables import UtcDateTime, model_metadata
 
 __all__ = [
@@ -63,7 +70,9 @@ __all__ = [
     "CLIP_STATUSES",
     "DELIVERY_STATUSES",
     "IMAGE_KINDS",
+    "KEPT_BY_CAMERAS",
     "ROLES",
+    "SOURCES",
     "AlertActionKind",
     "AlertActionRecord",
     "AlertRecord",
@@ -78,6 +87,8 @@ __all__ = [
     "DeliveryRecord",
     "DeliveryStatus",
     "EventRecord",
+    "Fence",
+    "FenceRecord",
     "GridRecord",
     "ImageKind",
     "IncidentAttach",
@@ -87,9 +98,14 @@ __all__ = [
     "PushSubscriptionRecord",
     "ResponseTimes",
     "Role",
+    "RosterEntry",
+    "RowExists",
+    "RowInUse",
     "RuleOverrideRecord",
     "SessionRecord",
     "Severity",
+    "Source",
+    "StaleFence",
     "TeamRecord",
     "UserRecord",
     "UtcDateTime",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from storage.metadata.checks import (
     short_error,
 )
 from storage.metadata.engine import make_engine
+from storage.metadata.fences import Fence, FenceStore, claim_in
 from storage.metadata.incidents import IncidentStore
 from storage.metadata.records import (
     ALERT_ACTIONS,
@@ -54,6 +56,7 @@ from storage.metadata.records import (
     utcnow,
     values_of,
 )
+from storage.metadata.registry import RegistryStore, team_values
 from storage.metadata.rows import (
     alert_record,
     delete_alert_rows,
@@ -81,7 +84,7 @@ from storage.metadata.tables import (
 R = TypeVar("R")
 
 
-class MetadataDB(IncidentStore, AuthStore):
+class MetadataDB(IncidentStore, AuthStore, RegistryStore, FenceStore):
     """The metadata database. Safe to share between threads: each call uses its own session."""
 
     def __init__(self, url: str) -> None:
@@ -130,10 +133,10 @@ class MetadataDB(IncidentStore, AuthStore):
         return self._list(VillageRecord, select(VillageRow).order_by(VillageRow.id))
 
     def upsert_teams(self, rows: list[TeamRecord]) -> None:
-        self._upsert(TeamRow, [values_of(r) for r in rows])
+        self._upsert(TeamRow, [team_values(r) for r in rows])
 
     def list_teams(self) -> list[TeamRecord]:
-        return self._list(TeamRecord, select(TeamRow).order_by(TeamRow.id))
+        return self.list_team_records()
 
     def upsert_grids(self, rows: list[GridRecord]) -> None:
         """Village and team must exist (foreign keys)."""
@@ -191,7 +194,16 @@ class MetadataDB(IncidentStore, AuthStore):
         return self._list(EventRecord, query)
 
     # -- alerts ---------------------------------------------------------------------------------
-    def add_alert(self, alert: AlertRecord) -> None:
+    def add_alert(self, alert: AlertRecord, fence: Fence | None = None) -> None:
+        """Write the alert. With `fence` (a worker of many), only if the worker's lease token for the
+        alert's camera is still the highest that claimed it: the claim and the row commit together, and
+        `StaleFence` means nothing was written. The alert records the worker and its token."""
+        if fence is not None:
+            if fence.camera_id != alert.camera_id:
+                raise ValueError(
+                    f"the fence is for camera {fence.camera_id}, the alert for {alert.camera_id}"
+                )
+            alert = replace(alert, worker_id=fence.worker_id, fence_token=fence.token)
         require_aware(alert.created_at, "created_at")
         require_aware(alert.frame_time, "frame_time")
         check_choice(alert.clip_status, CLIP_STATUSES, "clip_status")
@@ -203,6 +215,8 @@ class MetadataDB(IncidentStore, AuthStore):
             "clip_error": short_error(alert.clip_error),
         }
         with self._sessions.begin() as session:
+            if fence is not None:
+                claim_in(session, self._engine.dialect.name, fence)
             session.add(AlertRow(**values))
 
     def get_alert(self, alert_id: str) -> AlertRecord | None:

@@ -17,6 +17,7 @@ DeliveryStatus = Literal["sent", "retrying", "failed", "gone"]
 Severity = Literal["low", "normal", "high", "critical"]
 IncidentStatus = Literal["new", "acknowledged", "dispatched", "on_scene", "resolved", "false_alarm"]
 ImageKind = Literal["snapshot", "thumbnail"]  # an alert's images (one object each, under a fixed key)
+Source = Literal["config", "api"]  # 0008: where a camera, village, grid, team or user was defined
 CLIP_STATUSES: tuple[str, ...] = get_args(ClipStatus)
 CLIP_FILE_STATUSES: tuple[str, ...] = get_args(ClipFileStatus)
 ROLES: tuple[str, ...] = get_args(Role)
@@ -25,6 +26,7 @@ DELIVERY_STATUSES: tuple[str, ...] = get_args(DeliveryStatus)
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 INCIDENT_STATUSES: tuple[str, ...] = get_args(IncidentStatus)
 IMAGE_KINDS: tuple[str, ...] = get_args(ImageKind)
+SOURCES: tuple[str, ...] = get_args(Source)
 
 
 def new_id() -> str:
@@ -51,6 +53,17 @@ class CameraRecord:
     detect_fps: float
     enabled: bool = True
     updated_at: datetime = field(default_factory=utcnow)
+    # 0008: the URLs sealed by the process's secret key (never clear text; None: not known to the database,
+    # the worker has it from the config), where the camera came from, its last probe
+    url_sealed: str | None = field(default=None, repr=False)
+    record_url_redacted: str | None = None
+    record_url_sealed: str | None = field(default=None, repr=False)
+    source: Source = "config"
+    probe: dict[str, Any] | None = None
+    probed_at: datetime | None = None
+    created_at: datetime | None = None
+    # 0010: {zones, masks, motion_masks, thresholds} as the config's camera settings have them; None: none
+    detection: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +92,31 @@ class AlertRecord:
     severity: str | None = None  # the rule's: low, normal, high, critical
     rule: str | None = None  # the rule that raised it
     incident_id: str | None = None  # set by the dispatcher when the alert joins an incident
+    worker_id: str | None = None  # the worker that wrote it (None: one process owns every camera)
+    fence_token: int | None = None  # that worker's lease token for the camera when it wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class RosterEntry:
+    """One shift of a team's roster: the user is on duty while the (config's) schedule is active."""
+
+    user: str
+    schedule: str
 
 
 @dataclass(frozen=True, slots=True)
 class VillageRecord:
     id: str
     name: str
+    source: Source = "config"
 
 
 @dataclass(frozen=True, slots=True)
 class TeamRecord:
     id: str
     name: str
+    source: Source = "config"
+    roster: tuple[RosterEntry, ...] = ()  # 0008: who is on duty when (schedule names of the config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +125,7 @@ class GridRecord:
     name: str
     village_id: str
     team_id: str | None = None  # the patrol team that gets this grid's alerts
+    source: Source = "config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +140,7 @@ class UserRecord:
     # 0007: a disabled user cannot log in and its sessions and API tokens stop working. `upsert_users` never
     # changes it (the config's users are upserted at every start); `set_user_disabled` does.
     disabled: bool = False
+    source: Source = "config"  # 0008
 
 
 @dataclass(frozen=True, slots=True)

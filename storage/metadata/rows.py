@@ -49,6 +49,8 @@ def alert_record(row: AlertRow) -> AlertRecord:
         severity=row.severity,
         rule=row.rule,
         incident_id=row.incident_id,
+        worker_id=row.worker_id,
+        fence_token=row.fence_token,
     )
 
 

@@ -86,6 +86,16 @@ class CameraRow(Base):
     detect_fps: Mapped[float] = mapped_column(Float)
     enabled: Mapped[bool]
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # 0008
+    url_sealed: Mapped[str | None] = mapped_column(Text)
+    record_url_redacted: Mapped[str | None] = mapped_column(String(2048))
+    record_url_sealed: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="config", server_default="config", index=True)
+    probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    probed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # 0010: zones, masks, motion masks, per-label thresholds (JSON, as the config's camera settings)
+    detection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class VillageRow(Base):
@@ -93,6 +103,7 @@ class VillageRow(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
+    source: Mapped[str] = mapped_column(String(16), default="config", server_default="config")  # 0008
 
 
 class TeamRow(Base):
@@ -100,6 +111,8 @@ class TeamRow(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
+    source: Mapped[str] = mapped_column(String(16), default="config", server_default="config")  # 0008
+    roster: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)  # 0008: [{user, schedule}]
 
 
 class GridRow(Base):
@@ -109,6 +122,7 @@ class GridRow(Base):
     name: Mapped[str] = mapped_column(String(256))
     village_id: Mapped[str] = mapped_column(String(128), ForeignKey("villages.id"), index=True)
     team_id: Mapped[str | None] = mapped_column(String(128), ForeignKey("teams.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16), default="config", server_default="config")  # 0008
 
 
 class UserRow(Base):
@@ -123,6 +137,7 @@ class UserRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # 0007
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    source: Mapped[str] = mapped_column(String(16), default="config", server_default="config")  # 0008
 
 
 class SessionRow(Base):
@@ -207,6 +222,21 @@ class AlertRow(Base):
     severity: Mapped[str | None] = mapped_column(String(16))
     rule: Mapped[str | None] = mapped_column(String(128))
     incident_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("incidents.id"), index=True)
+    # 0009: the worker that wrote it and its lease's fencing token (NULL: one process owns every camera)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    fence_token: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CameraFenceRow(Base):
+    """The highest lease token that has claimed a camera in this database (0009): a write with a lower one
+    comes from a worker that lost the camera, and is refused."""
+
+    __tablename__ = "camera_fences"
+
+    camera_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    worker_id: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class IncidentRow(Base):

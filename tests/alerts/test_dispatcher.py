@@ -137,6 +137,29 @@ def test_alerts_of_one_fire_on_two_cameras_are_one_incident_with_one_notificatio
     assert bodies[0]["team"] == "east" and bodies[0]["severity"] == "critical"
 
 
+def test_the_incident_an_alert_joins_is_announced_and_ignored_when_it_comes_back(
+    db: MetadataDB, receiver: HttpReceiver
+) -> None:
+    """The live feed learns each alert's incident at once: the dispatcher publishes `kind: incident` for the
+    alert; handling that entry (it reaches the dispatcher too) notifies nobody."""
+    published: list[BusMessage] = []
+    d = _dispatcher(db, receiver, {"new", "update", "resolved"}, publish=published.append)
+    smoke = _alert(db, "cam-a", "smoke", T0)
+    fire = _alert(db, "cam-b", "fire", T0 + timedelta(seconds=40))
+    d.handle(smoke)
+    d.handle(fire)
+    incident = db.list_incidents()[0]
+    assert [(m.kind, m.alert_id, m.incident_id, m.status, m.grid) for m in published] == [
+        ("incident", smoke.alert_id, incident.id, "new", "g1"),
+        ("incident", fire.alert_id, incident.id, "new", "g1"),
+    ]
+    sent = len(receiver.accepted)
+    for m in published:
+        d.handle(m)
+    d.close()
+    assert len(receiver.accepted) == sent
+
+
 def test_an_alert_after_the_window_opens_a_new_incident(db: MetadataDB, receiver: HttpReceiver) -> None:
     d = _dispatcher(db, receiver, {"new"})
     first = _alert(db, "cam-a", "person", T0)

@@ -58,6 +58,8 @@ def test_health_and_cameras(state: AppState, headers: dict[str, str]) -> None:
     with TestClient(create_app(state), headers=headers) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         cameras = client.get("/api/v1/cameras").json()
+        for camera in cameras:
+            assert camera.pop("updated_at") and camera.pop("created_at") is None  # written before 0008
         assert cameras == [
             {
                 "id": "cam1",
@@ -69,6 +71,10 @@ def test_health_and_cameras(state: AppState, headers: dict[str, str]) -> None:
                 "enabled": True,
                 "state": "online",
                 "health": {"detect": {"state": "online", "input_fps": 10.0}},
+                "record_url": None,
+                "source": "config",
+                "probe": None,
+                "detection": None,
             }
         ]
 

@@ -344,7 +344,11 @@ def test_no_secret_appears_in_any_get_response(
     [camera] = state.db.list_cameras()
     assert camera.url_redacted == "rtsp://admin:***@10.0.0.9:554/ch1"  # the table holds the redacted URL
     app = create_app(state)
-    values = {"alert_id": ids["alert"], "incident_id": ids["incident"], "name": "people", "token_id": "x"}
+    values = {
+        "alert_id": ids["alert"], "incident_id": ids["incident"], "name": "people", "token_id": "x",
+        "camera_id": camera.id, "village_id": camera.village, "grid_id": camera.grid, "team_id": "x",
+        "user_id": "x",
+    }  # fmt: skip
     documented = app.openapi()["paths"]  # (FastAPI 0.165 keeps included routers' routes out of app.routes)
     paths = sorted(
         {path.format(**values) for path, ops in documented.items() if "get" in ops and path != "/api/v1/feed"}

@@ -255,3 +255,27 @@ def test_s3_persist_keeps_objects_for_the_next_supervisor(tmp_path: Path) -> Non
         assert [b.name for b in _minio(second).list_buckets()] == ["kept"]
     with S3Server(tmp_path, "gw-access", "gw-secret-for-tests") as other:
         assert _minio(other).list_buckets() == []  # without persist: a fresh data directory
+
+
+def test_s3_volume_count_bounds_the_writable_buckets_and_can_be_raised(tmp_path: Path) -> None:
+    """Each bucket takes a volume: with `max_volumes=2` a third bucket cannot be written (the HTTP 500 that
+    failed CI once a shared test server's automatic count ran out); the test server's count is far larger."""
+    import io
+
+    keys = ("gw-access", "gw-secret-for-tests")
+    with S3Server(tmp_path / "two", *keys, max_volumes=2, volume_size_mb=64) as two:
+        client = _minio(two)
+        for name in ("first-bucket", "second-bucket", "third-bucket"):
+            client.make_bucket(name)
+        for name in ("first-bucket", "second-bucket"):
+            client.put_object(name, "x", io.BytesIO(b"x"), 1)
+        with pytest.raises(Exception, match=r"500|InternalError"):
+            client.put_object("third-bucket", "x", io.BytesIO(b"x"), 1)
+    with S3Server(tmp_path / "many", *keys, max_volumes=2000) as many:
+        client = _minio(many)
+        for index in range(3):
+            client.make_bucket(f"bucket-{index}")
+            client.put_object(f"bucket-{index}", "x", io.BytesIO(b"x"), 1)
+        assert sorted(o.object_name for o in client.list_objects("bucket-2")) == ["x"]
+    with pytest.raises(ValueError, match="max_volumes"):
+        S3Server(tmp_path / "none", *keys, max_volumes=0)

@@ -23,6 +23,7 @@ import av.logging
 import numpy as np
 import pytest
 
+from ingest import ports
 from ingest.frames import FrameSlot
 from ingest.simulator.server import Mount, RtspSimulator
 from ingest.source import CameraSource, SourceConfig
@@ -124,9 +125,7 @@ def running(
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return ports.free_port()
 
 
 def write_h264(path: Path, *, seconds: float, width: int = 320, height: int = 240) -> Path:

@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 
+from ingest import ports
 from ingest.probe import ProbeResult, format_probe, probe_camera
 from ingest.simulator.server import Mount, RtspSimulator
 
@@ -70,9 +71,7 @@ def _assert_no_secret(secret: str, *texts: str) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return ports.free_port()
 
 
 def test_file_mount_reports_codec_size_fps_gop_and_bitrate(simulator: RtspSimulator) -> None:

@@ -60,3 +60,22 @@ def test_redact_text_removes_raw_and_percent_encoded_secret() -> None:
     cleaned = redact_text(text, CANARY)
     assert "Canary" not in cleaned
     assert "admin:***@1.2.3.4" in cleaned
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "redis+sentinel://:s3cret@h1:26379,h2:26379/gridwatch?sentinel_password=zz",
+            "redis+sentinel://:***@h1:26379,h2:26379/gridwatch?sentinel_password=***",
+        ),
+        (
+            "rtsp://admin:pw@10.0.0.1:554/s?channel=1&password=abc",
+            "rtsp://admin:***@10.0.0.1:554/s?channel=1&password=***",
+        ),
+        ("rtsp://10.0.0.1/s?channel=1", "rtsp://10.0.0.1/s?channel=1"),
+        ("rtsp://u:p@[::1]:554/x", "rtsp://u:***@[::1]:554/x"),
+    ],
+)
+def test_redaction_covers_host_lists_and_password_parameters(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -60,6 +60,7 @@ ALL_TABLES = {
     "audit_log",
     "sessions",
     "api_tokens",
+    "camera_fences",
 }
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 SIZE_COLUMNS = ("snapshot_bytes", "thumbnail_bytes", "snapshot_pending_since", "thumbnail_pending_since")
@@ -107,7 +108,7 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
     db = MetadataDB(db_url)
     assert db.schema_revision() is None
     db.migrate()
-    assert db.schema_revision() == migrations.head_revision() == "0007"
+    assert db.schema_revision() == migrations.head_revision() == "0010"
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
     assert _check_constraints(engine) == _model_check_constraints()
@@ -123,6 +124,13 @@ def test_upgrade_from_empty_matches_the_models(db_url: str, engine: Engine) -> N
 def test_downgrade_step_by_step_to_base_and_upgrade_again(db_url: str, engine: Engine) -> None:
     db = MetadataDB(db_url)
     db.migrate()
+    migrations.downgrade(engine, "0009")
+    assert db.schema_revision() == "0009"
+    assert "detection" not in {c["name"] for c in inspect(engine).get_columns("cameras")}
+    migrations.downgrade(engine, "0008")
+    assert db.schema_revision() == "0008"
+    assert "camera_fences" not in _tables(engine)
+    assert not {"worker_id", "fence_token"} & {c["name"] for c in inspect(engine).get_columns("alerts")}
     migrations.downgrade(engine, "0005")
     assert db.schema_revision() == "0005"
     assert not {"incidents", "push_subscriptions", "rule_overrides"} & _tables(engine)
@@ -192,7 +200,7 @@ def test_upgrade_to_0006_keeps_deliveries_and_actions(db_url: str, engine: Engin
             {"id": alert_id, "t": T0.replace(tzinfo=None)},
         )
     db.migrate()
-    assert db.schema_revision() == "0007" and _schema_diffs(engine) == []
+    assert db.schema_revision() == migrations.head_revision() and _schema_diffs(engine) == []
     [delivery] = db.list_deliveries(alert_id)
     assert (delivery.key, delivery.status, delivery.attempts) == (f"{alert_id}:webhook:team:t1", "sent", 2)
     assert db.delivery_done(delivery.key)
@@ -229,7 +237,7 @@ def test_upgrade_to_0007_keeps_users_enabled_and_the_way_back(db_url: str, engin
             {"t": T0.replace(tzinfo=None)},
         )
     db.migrate()
-    assert db.schema_revision() == "0007" and _schema_diffs(engine) == []
+    assert db.schema_revision() == migrations.head_revision() and _schema_diffs(engine) == []
     user = db.get_user("li")
     assert user is not None and user.disabled is False and user.password_hash is not None
     assert db.count_admins() == 1
@@ -250,6 +258,40 @@ def test_upgrade_to_0007_keeps_users_enabled_and_the_way_back(db_url: str, engin
     again = db.get_user("li")
     assert again is not None and again.disabled is False  # the flag went with the column
     assert db.get_session_by_hash("a" * 64) is None and db.list_api_tokens() == []
+    db.close()
+
+
+def test_upgrade_to_0008_keeps_cameras_and_organisation_as_config(db_url: str, engine: Engine) -> None:
+    """Rows of 0007 come through 0008 with source "config" and no sealed URL (the worker has theirs from
+    the config); the way back drops the registry's columns and keeps the rows."""
+    db = MetadataDB(db_url)
+    db.migrate()
+    migrations.downgrade(engine, "0007")
+    assert "source" not in {c["name"] for c in inspect(engine).get_columns("cameras")}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO villages (id, name) VALUES ('v1', 'V1')"))
+        conn.execute(text("INSERT INTO teams (id, name) VALUES ('t1', 'T1')"))
+        conn.execute(text("INSERT INTO grids (id, name, village_id, team_id) VALUES ('g1', 'G', 'v1', 't1')"))
+        conn.execute(
+            text(
+                "INSERT INTO cameras (id, name, village, grid, url_redacted, detect_fps, enabled, "
+                "updated_at) VALUES ('cam', 'Gate', 'v1', 'g1', 'rtsp://u:***@h/s', 2.0, :on, :t)"
+            ),
+            {"on": True, "t": T0.replace(tzinfo=None)},
+        )
+    db.migrate()
+    assert db.schema_revision() == migrations.head_revision() and _schema_diffs(engine) == []
+    [camera] = db.list_cameras()
+    assert (camera.source, camera.url_sealed, camera.probe) == ("config", None, None)
+    assert [v.source for v in db.list_villages()] == ["config"]
+    assert [(t.source, t.roster) for t in db.list_teams()] == [("config", ())]
+    assert [g.source for g in db.list_grids()] == ["config"]
+    migrations.downgrade(engine, "0007")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, url_redacted FROM cameras")).all() == [
+            ("cam", "rtsp://u:***@h/s")
+        ]
+        assert conn.execute(text("SELECT id FROM grids")).all() == [("g1",)]
     db.close()
 
 
@@ -557,7 +599,7 @@ def test_processes_starting_at_once_all_migrate(db_url: str, engine: Engine) -> 
         assert _tables(engine) <= {"alembic_version"}  # nobody got past the lock
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert [out.strip() for out, _ in outputs] == ["0007"] * 3
+    assert [out.strip() for out, _ in outputs] == [migrations.head_revision()] * 3
     assert _tables(engine) == ALL_TABLES
     assert _schema_diffs(engine) == []
 

@@ -55,7 +55,7 @@ class ReadyChecks:
         self,
         checks: Mapping[str, Callable[[], object]],
         *,
-        timeout_s: float = 1.5,
+        timeout_s: float = 1.0,
         fresh_s: float = 1.0,
     ) -> None:
         self.checks = dict(checks)

@@ -145,7 +145,7 @@ def postgres_url() -> Iterator[str]:
         server = subprocess.Popen(
             [bindir / "postgres", "-D", data, "-p", str(port), "-k", root,
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=50"],
+             "-c", "full_page_writes=off", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True, **as_user,
         )  # fmt: skip
     url = f"postgresql+psycopg://gridwatch@127.0.0.1:{port}/postgres"
@@ -187,12 +187,27 @@ def new_pg_database(postgres_url: str) -> Callable[[], str]:
     return lambda: _fresh_pg_database(postgres_url)
 
 
+def _drop_pg_database(database_url: str) -> None:
+    """Drops a test's database (FORCE: a connection a test left open does not keep it): a session makes
+    hundreds, about 8 MB each, and CI's disk may be small."""
+    name = database_url.rsplit("/", 1)[1]
+    port = int(database_url.rsplit(":", 1)[1].split("/")[0])
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="gridwatch", dbname="postgres", autocommit=True
+    ) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty metadata database, once on SQLite (a file) and once on PostgreSQL."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty metadata database, once on SQLite (a file) and once on PostgreSQL (dropped
+    after the test)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'meta' / 'gridwatch.db'}"
-    return _fresh_pg_database(request.getfixturevalue("postgres_url"))
+        yield f"sqlite:///{tmp_path / 'meta' / 'gridwatch.db'}"
+        return
+    url = _fresh_pg_database(request.getfixturevalue("postgres_url"))
+    yield url
+    _drop_pg_database(url)
 
 
 @pytest.fixture

@@ -6,20 +6,27 @@ deadline."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
+import yaml
 
 from alerts.bus import AlertBus, BusMessage
-from alerts.redis_connect import connect
+from alerts.redis_connect import connect, parse_sentinel_url
 from gridwatch.cluster import ClusterKeys, LeaseKeeper, LeaseStore
 from gridwatch.cluster.leases import parse_lease_value
+from gridwatch.services import RedisServer
 
 if TYPE_CHECKING:
     from conftest import RedisHA
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _message(alert_id: str) -> BusMessage:
@@ -110,3 +117,112 @@ def test_with_a_silent_replica_no_lease_is_taken_or_trusted_longer(
     finally:
         redis_ha.replica.resume()
     keeper.stop()
+
+
+# -- the compose file's Sentinel deployment (docker/compose.sentinel.yaml), run with local processes ------
+
+COMPOSE_FILES = [REPO / "docker" / "compose.yaml", REPO / "docker" / "compose.sentinel.yaml"]
+
+
+def _merged_compose() -> dict[str, Any]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
+    files = [arg for path in COMPOSE_FILES for arg in ("-f", str(path))]
+    result = subprocess.run(
+        ["docker-compose", *files, "config"], capture_output=True, text=True, timeout=60,
+        env=environ | {"GRIDWATCH_SECRET_KEY": "k"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+class ComposeSentinel(RedisServer):
+    """One of the compose file's Sentinels: its own entrypoint script, run by `sh` here. Only what Docker
+    provides is replaced: the volume (`/data`), the host names of the primary, and the port (three share
+    this machine); the monitor, quorum and timing directives are the file's."""
+
+    name = "compose sentinel"
+
+    def __init__(self, data_dir: Path, script: str, primary_port: int) -> None:
+        system = shutil.which("redis-server")
+        assert system, "Debian redis-server is not installed"
+        super().__init__(data_dir, binary=system)
+        self.script = script
+        self.primary_port = primary_port
+
+    def _command(self) -> list[str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        script = self.script.replace("/data/", f"{self.data_dir}/")
+        script = script.replace("'port 26379'", f"'port {self.port}' 'bind 127.0.0.1'")
+        script = script.replace(" redis 6379 ", f" 127.0.0.1 {self.primary_port} ")
+        script = script.replace("exec redis-server ", f"exec {self.binary} ")
+        return ["sh", "-c", script]
+
+
+def test_the_compose_sentinels_fail_over_to_the_replica_and_the_workers_follow(
+    tmp_path: Path, until: Callable[..., Any]
+) -> None:
+    services = _merged_compose()["services"]
+    entry = services["sentinel-1"]["entrypoint"]
+    assert entry[:2] == ["sh", "-c"] and {services[f"sentinel-{n}"]["entrypoint"][2] for n in (2, 3)} == {
+        entry[2]
+    }
+    script = entry[2]
+    assert "sentinel monitor gridwatch redis 6379 2" in script  # the compose service `redis`, quorum 2 of 3
+    replica_command = services["redis-replica"]["command"]
+    assert replica_command[replica_command.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    urls = {services[name]["environment"]["GRIDWATCH_REDIS__URL"] for name in ("api", "dispatcher", "worker")}
+    assert len(urls) == 1
+    target = parse_sentinel_url(urls.pop())
+    assert [host for host, _ in target.sentinels] == ["sentinel-1", "sentinel-2", "sentinel-3"]
+    assert services["worker"]["environment"]["GRIDWATCH_WORKER__LEASE_REPLICAS"] == "1"
+
+    system = shutil.which("redis-server")
+    primary = RedisServer(tmp_path / "primary", binary=system)
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", binary=system, replica_of=primary.port)
+    replica.start()
+    sentinels = [ComposeSentinel(tmp_path / f"sentinel-{n}", script, primary.port) for n in (1, 2, 3)]
+    try:
+        for sentinel in sentinels:
+            sentinel.start()
+        local = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
+        url = f"redis+sentinel://{local}/{target.service}/{target.db}"
+        watcher = redis.Redis(port=sentinels[0].port, decode_responses=True)
+
+        def ready() -> bool:
+            known = watcher.execute_command("SENTINEL", "SENTINELS", target.service)
+            return len(known) == 2 and bool(watcher.execute_command("SENTINEL", "REPLICAS", target.service))
+
+        until("the sentinels know each other and the replica", ready, 30)
+        synced = redis.Redis(port=replica.port)
+        until("the replica syncs", lambda: synced.info("replication").get("master_link_status") == "up", 20)
+        store = LeaseStore(connect(url, socket_timeout=2), ClusterKeys("compose"), replicas=1,
+                           replica_timeout_ms=1000)  # fmt: skip
+        got = store.acquire("worker-a", ["cam"], ttl_ms=120_000)
+        assert set(got.tokens) == {"cam"} and not got.unconfirmed
+
+        assert primary.pid is not None
+        os.killpg(primary.pid, signal.SIGKILL)
+        died = time.monotonic()
+        until(
+            "two sentinels agree and promote the replica",
+            lambda: int(watcher.sentinel_get_master_addr_by_name(target.service)[1]) == replica.port,
+            60,
+        )
+        promoted_after = time.monotonic() - died
+        assert promoted_after >= 5 - 0.5, "promoted before down-after-milliseconds (5 s) ran out"
+        client = connect(url, socket_timeout=2)
+
+        def holder() -> Any:
+            try:
+                return client.get("compose:lease:cam")
+            except (redis.ConnectionError, redis.TimeoutError):
+                return None
+
+        assert parse_lease_value(until("the client reaches the promoted replica", holder, 15)) == (
+            "worker-a",
+            got.tokens["cam"],
+        )
+    finally:
+        for server in (*sentinels, replica, primary):
+            server.stop()

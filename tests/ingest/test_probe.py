@@ -133,7 +133,7 @@ def test_stalled_stream_ends_the_sample_after_the_read_timeout() -> None:
     assert any("stalled" in warning for warning in result.warnings)
     assert result.packets > 0 and result.fps_measured == pytest.approx(10, abs=0.5)
     # FFmpeg still hands out about 2 s of packets it had buffered before the read timeout starts to count.
-    assert elapsed < 4 + 2 + 2 + 2
+    assert elapsed < 4 + 2 + 2 + 5  # 5 s of slack for a loaded machine; the sample asked for was 30 s
 
 
 def test_closed_port_is_unreachable_within_the_open_timeout() -> None:
@@ -141,7 +141,7 @@ def test_closed_port_is_unreachable_within_the_open_timeout() -> None:
     started = time.monotonic()
     result = probe_camera(f"rtsp://127.0.0.1:{port}/cam", open_timeout_s=3, read_timeout_s=3)
 
-    assert time.monotonic() - started < 3 + 1
+    assert time.monotonic() - started < 3 + 3  # not the default 10 s
     assert (result.ok, result.error_kind) == (False, "unreachable"), format_probe(result)
     assert result.error and "refused" in result.error.lower()
     assert result.video_codec is None
@@ -161,7 +161,7 @@ def test_server_that_never_answers_is_a_timeout() -> None:
         connection.close()
 
     assert (result.ok, result.error_kind) == (False, "timeout"), format_probe(result)
-    assert 1.5 < elapsed < 2 + 1
+    assert 1.5 < elapsed < 2 + 3  # the listener would hold it for 10 s
 
 
 def test_wrong_password_is_auth_failed_and_never_shown(
@@ -208,6 +208,6 @@ def test_refused_urls_are_reported_not_opened(url: str, caplog: pytest.LogCaptur
     result: ProbeResult = probe_camera(url)
 
     assert (result.ok, result.error_kind) == (False, "refused_url"), format_probe(result)
-    assert result.elapsed_s < 0.5
+    assert result.elapsed_s < 2  # nothing opened: the open timeout is 10 s
     assert result.error
     _assert_no_secret(CANARY, json.dumps(result.to_dict()), format_probe(result), caplog.text)

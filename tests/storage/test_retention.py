@@ -453,7 +453,7 @@ def test_background_thread_sweeps_and_stops(
         assert sweeper.last_report is not None
     started = time.monotonic()
     sweeper.stop()  # already stopped by the context manager: a no-op
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2
     assert _is_gone(db, store, old) and _is_gone(db, store, late)
     assert any("retention sweep: 1 alerts deleted" in r.getMessage() for r in caplog.records)
     with pytest.raises(RuntimeError):

@@ -144,7 +144,7 @@ def test_not_connected_is_retryable(make_notification: Callable[..., Notificatio
         started = time.monotonic()
         with pytest.raises(RetryableDeliveryError, match="not connected"):
             notifier.send(make_notification())
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4  # waited for the connection 0.2 s, not a keepalive
         assert not notifier.publish_camera_status("cam-1", "online")  # kept for later, not sent
 
 

@@ -226,9 +226,10 @@ def probe_camera(camera_id: str, s: State, who: Admin) -> ProbeOut:
 )
 def camera_frame(camera_id: str, s: State) -> Response:
     """A picture of the camera's scene now (admins and operators): for drawing its zones and masks, and for
-    a look at a camera from the camera wall. It opens a short RTSP session of its own (a few seconds);
-    nothing is stored. Width and height as sent come in `X-Frame-Width` and `X-Frame-Height` (the JPEG
-    itself is at most 1280 wide)."""
+    a look at a camera from the camera wall. The worker that runs the camera gives the next frame it
+    decodes (within 3 s); a camera no worker runs gets a short RTSP session of the API's own. Nothing is
+    stored. The camera's width and height come in `X-Frame-Width` and `X-Frame-Height` (the JPEG itself is
+    at most 1280 wide), and `X-Frame-Source` says `worker` or `camera`."""
     try:
         grabbed = s.registry.frame(camera_id) if len(camera_id) <= 128 else None
     except KeyError:
@@ -246,6 +247,7 @@ def camera_frame(camera_id: str, s: State) -> Response:
         "Cache-Control": "no-store",
         "X-Frame-Width": str(grabbed.width),
         "X-Frame-Height": str(grabbed.height),
+        "X-Frame-Source": grabbed.source,
     }
     return Response(content=grabbed.jpeg, media_type="image/jpeg", headers=headers)
 

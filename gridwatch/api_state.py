@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from alerts.bus import BusMessage
 from gridwatch.camera_registry import CameraRegistry, settings_box
 from gridwatch.feed import FeedHub
+from gridwatch.live_frames import LiveFrames
 from gridwatch.sealing import SecretBox, new_key
 from gridwatch.settings import Settings
 from storage.metadata import MetadataDB
@@ -29,7 +30,9 @@ class AppState:
         publish: Callable[[BusMessage], object] | None = None,
         feed: FeedHub | None = None,
         registry: CameraRegistry | None = None,
+        live: LiveFrames | None = None,
     ) -> None:
+        self.live = live  # pictures from the workers, for the registry made here
         self._registry = registry  # None: one over `db` with the settings' key (or a key of this process)
         self.feed = feed  # the live feed (SSE); None: this process has no Redis
         self.settings = settings  # the config: its rules and what a rule edit may refer to
@@ -48,7 +51,7 @@ class AppState:
                 self._registry = CameraRegistry(self.db, SecretBox(new_key()))
             else:
                 mounts = [m.name for m in s.simulator.cameras] if s.simulator else []
-                self._registry = CameraRegistry(self.db, settings_box(s), sim_mounts=mounts)
+                self._registry = CameraRegistry(self.db, settings_box(s), sim_mounts=mounts, live=self.live)
         return self._registry
 
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,6 +28,9 @@ from ingest.health import StreamHealth
 from ingest.probe import ProbeResult, probe_camera
 from ingest.urls import CameraURLError, redact_url, validate_camera_url
 from storage.metadata import KEPT_BY_CAMERAS, CameraRecord, GridRecord, MetadataDB, RowExists
+
+if TYPE_CHECKING:
+    from gridwatch.live_frames import LiveFrames
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +242,13 @@ class CameraRegistry:
         grabber: Grabber | None = None,
         resolve_url: Callable[[str], str] | None = None,
         sim_mounts: Iterable[str] = (),
+        live: LiveFrames | None = None,
     ) -> None:
         self.db = db
         self.box = box
         self.prober = prober or _default_prober
         self.grabber = grabber or _default_grabber
+        self.live = live  # the picture of the process that runs the camera, before a session of our own
         self._grabs = threading.BoundedSemaphore(MAX_CONCURRENT_GRABS)
         self.resolve_url = resolve_url or (lambda url: url)  # sim://MOUNT -> the simulator's rtsp:// URL
         self.sim_mounts = frozenset(sim_mounts)
@@ -321,7 +326,9 @@ class CameraRegistry:
 
     def frame(self, camera_id: str) -> FrameGrab:
         """A picture from the camera now (to draw its zones on), or why there is none; `GrabsBusy` when
-        `MAX_CONCURRENT_GRABS` are already running."""
+        `MAX_CONCURRENT_GRABS` are already running. The worker that runs the camera gives its next decoded
+        frame (`live`: no second RTSP session, which many cameras refuse); a camera no worker runs, or
+        whose worker does not answer within a few seconds, gets a short session of our own."""
         camera = self.db.get_camera(camera_id)
         if camera is None:
             raise KeyError(camera_id)
@@ -329,7 +336,8 @@ class CameraRegistry:
         if not self._grabs.acquire(blocking=False):
             raise GrabsBusy(f"{MAX_CONCURRENT_GRABS} pictures are being grabbed; try again in a moment")
         try:
-            return self.grabber(self.resolve_url(url))
+            grabbed = self.live.grab(camera_id) if self.live is not None else None
+            return grabbed if grabbed is not None else self.grabber(self.resolve_url(url))
         finally:
             self._grabs.release()
 

@@ -113,18 +113,20 @@ def api(config: ConfigArg) -> None:
         secure=settings.s3.secure,
         region=settings.s3.region,
     )
-    publish, feed, health = None, None, None
+    publish, feed, health, live = None, None, None, None
     if settings.redis.url is not None:  # status changes reach the dispatcher; the live feed reads alerts
         from alerts.bus import AlertBus
         from gridwatch.camera_states import RedisCameraStates
         from gridwatch.feed import FeedHub
+        from gridwatch.live_frames import RedisFrames
 
         bus = AlertBus.from_url(settings.redis.url.get_secret_value(), settings.redis.stream)
         publish = bus.publish
         feed = FeedHub(bus.client, bus.stream)
         feed.start()
-        # the camera wall: the states the workers publish
+        # the camera wall: the states the workers publish; a camera's picture: from its worker
         health = RedisCameraStates(bus.client, lambda: [c.id for c in db.list_cameras()]).health
+        live = RedisFrames(bus.client)
     state = AppState(
         db,
         store,
@@ -133,6 +135,7 @@ def api(config: ConfigArg) -> None:
         settings=settings,
         publish=publish,
         feed=feed,
+        live=live,
     )
     uvicorn.run(
         create_app(state),

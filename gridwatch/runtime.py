@@ -50,6 +50,7 @@ from gridwatch.cluster.capacity import CapacityMeter, CapacityTracker, available
 from gridwatch.cluster.cost_memory import CostMemory, machine_signature
 from gridwatch.dispatch import build_dispatch_loop, build_dispatcher, build_status_relay
 from gridwatch.feed import FeedHub
+from gridwatch.live_frames import FrameServer, LocalFrames
 from gridwatch.metrics import RuntimeCollector, make_registry, render
 from gridwatch.models import load_detectors
 from gridwatch.sealing import SealError, SecretBox
@@ -112,6 +113,7 @@ class Runtime:
     _reconcile_lock: threading.RLock = field(default_factory=threading.RLock)
     keeper: LeaseKeeper | None = None
     capacity: CapacityTracker | None = None  # a worker's measured capacity
+    frame_server: FrameServer | None = None  # a worker answers picture requests for its cameras
     _machine_signature: str = ""  # what the camera cost is remembered under (gridwatch.cluster.cost_memory)
     _lease_client: Any = None
     ops: OpsServer | None = None
@@ -287,6 +289,7 @@ class Runtime:
                 self._stack.callback(self.capacity.stop)
 
         if self.mode == "worker":
+            self._start_frame_server()
             self._start_ops()
         elif s.api.enabled:
             self._start_api()
@@ -333,6 +336,20 @@ class Runtime:
             )
         self._lease_client = client
         self._stack.callback(self.keeper.stop)
+
+    def _local_frames(self) -> LocalFrames:
+        """The next decoded frame of a camera this process runs (a still one decodes a keyframe every
+        `ingest.idle_keyframe_interval_s`)."""
+        return LocalFrames(self.slots, wait_s=self.settings.ingest.idle_keyframe_interval_s + 1.0)
+
+    def _start_frame_server(self) -> None:
+        """Picture requests from the API for this worker's cameras, on its own Redis connection."""
+        client = connect_redis(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._stack.callback(client.close)
+        assert self.worker_id is not None
+        self.frame_server = FrameServer(client, self.worker_id, self._local_frames(), DEFAULT_KEYS)
+        self.frame_server.start()
+        self._stack.callback(self.frame_server.stop)
 
     def holds(self, camera_id: str) -> bool:
         """Whether this process may work on the camera: always in `gridwatch run`; a worker while it holds
@@ -692,6 +709,7 @@ class Runtime:
                 self.box,
                 resolve_url=self.resolve_url,
                 sim_mounts=[m.name for m in sim.cameras] if sim else [],
+                live=self._local_frames(),
             ),
         )
         app = create_app(state)

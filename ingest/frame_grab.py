@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import av
 import cv2
@@ -19,6 +19,8 @@ from ingest.camera_open import CameraURL, OpenFailed, open_camera
 from ingest.errors import ErrorKind, describe_error
 
 log = logging.getLogger(__name__)
+
+FrameSource = Literal["camera", "worker"]
 
 JPEG_QUALITY = 85
 MAX_WIDTH = 1280  # a 4K main stream is shrunk: the editor needs the scene, not the pixels
@@ -35,6 +37,7 @@ class FrameGrab:
     error: str | None = None
     error_kind: ErrorKind | None = None
     elapsed_s: float = 0.0
+    source: FrameSource = "camera"  # "camera": a session of its own; "worker": the frame a worker decoded
 
 
 def grab_frame(
@@ -77,7 +80,7 @@ def _first_picture(container: Any, started: float, read_timeout_s: float, max_wi
             if not seen_keyframe:
                 continue  # a picture decoded before the first keyframe is grey smear
             for frame in stream.codec_context.decode(packet):
-                return _encoded(frame.to_ndarray(format="bgr24"), started, max_width)
+                return encode_picture(frame.to_ndarray(format="bgr24"), max_width, started)
     except (av.error.ExitError, TimeoutError):
         return _failed("timeout", f"no video packet for {read_timeout_s:g} s (the stream stalled)", started)
     except Exception as exc:
@@ -86,7 +89,12 @@ def _first_picture(container: Any, started: float, read_timeout_s: float, max_wi
     return _failed("timeout", f"no {what} within {read_timeout_s:g} s", started)
 
 
-def _encoded(image: Any, started: float, max_width: int) -> FrameGrab:
+def encode_picture(
+    image: Any, max_width: int = MAX_WIDTH, started: float | None = None, source: FrameSource = "camera"
+) -> FrameGrab:
+    """A decoded BGR picture as the JPEG of a `FrameGrab` (shrunk to `max_width`); `started`: the
+    monotonic time the grab began (now when None)."""
+    started = time.monotonic() if started is None else started
     height, width = image.shape[:2]
     if width > max_width:
         scaled = (max_width, max(1, round(height * max_width / width)))
@@ -95,7 +103,12 @@ def _encoded(image: Any, started: float, max_width: int) -> FrameGrab:
     if not done:
         return _failed("error", "the picture could not be encoded as JPEG", started)
     return FrameGrab(
-        ok=True, jpeg=jpeg.tobytes(), width=width, height=height, elapsed_s=time.monotonic() - started
+        ok=True,
+        jpeg=jpeg.tobytes(),
+        width=width,
+        height=height,
+        elapsed_s=time.monotonic() - started,
+        source=source,
     )
 
 

@@ -44,6 +44,7 @@ class FrameSlot:
         self._frame: Frame | None = None
         self._cond = threading.Condition()
         self._listeners: list[threading.Event] = []
+        self._captures: list[Callable[[Frame], object]] = []
         self.dropped = 0
         self.delivered = 0
 
@@ -53,6 +54,18 @@ class FrameSlot:
             if event not in self._listeners:
                 self._listeners.append(event)
 
+    def capture_next(self, callback: Callable[[Frame], object]) -> None:
+        """Call `callback` once with the next frame put (on the putting thread: it must be quick), beside
+        its normal delivery. The frame is shared: the callback must not change it."""
+        with self._cond:
+            self._captures.append(callback)
+
+    def cancel_capture(self, callback: Callable[[Frame], object]) -> None:
+        """Forget a `capture_next` callback that has not been called yet (no error when it has)."""
+        with self._cond:
+            if callback in self._captures:
+                self._captures.remove(callback)
+
     def put(self, frame: Frame) -> None:
         with self._cond:
             if self._frame is not None:
@@ -61,6 +74,9 @@ class FrameSlot:
             self._cond.notify_all()
             for event in self._listeners:
                 event.set()
+            captures, self._captures = self._captures, []
+        for callback in captures:
+            callback(frame)
 
     def take(self) -> Frame | None:
         """The pending frame, if any, without waiting."""

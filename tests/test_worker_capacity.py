@@ -21,6 +21,7 @@ import redis
 import yaml
 
 from gridwatch.cluster import parse_lease_value
+from gridwatch.live_frames import RedisFrames
 from gridwatch.sealing import new_key
 from gridwatch.services import RedisServer, S3Server
 from ingest.ports import free_port
@@ -108,6 +109,14 @@ def test_a_worker_takes_no_more_cameras_than_it_measured(
             time.sleep(1)
             assert list(leases().values()) == ["measured-1"], leases()
         assert "cameras have no worker with room" in log_path.read_text(errors="replace")
+        # the API asks the worker for the picture of the camera it pulls: no second RTSP session
+        frames = RedisFrames(client)
+        (held,) = leases()
+        grabbed = until("the worker gives its camera's picture", lambda: frames.grab(held), timeout=20)
+        assert grabbed.ok and grabbed.source == "worker" and (grabbed.width, grabbed.height) == (768, 576)
+        assert grabbed.jpeg is not None and grabbed.jpeg.startswith(b"\xff\xd8")
+        unheld = next(f"cap-{i}" for i in range(CAMERAS) if f"cap-{i}" != held)
+        assert frames.grab(unheld) is None  # nobody runs it: the API would open a session of its own
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

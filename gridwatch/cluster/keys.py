@@ -17,7 +17,9 @@ class ClusterKeys:
     - `{prefix}:workers:capacity`: hash worker -> how many cameras it can take;
     - `{prefix}:workers:version`: a counter bumped whenever the live workers or a capacity change;
     - `{prefix}:workers:cost`: hash machine signature -> the per-camera cost last measured on such a
-      machine (JSON), which a starting worker of the same kind begins with (`capacity.CostMemory`).
+      machine (JSON), which a starting worker of the same kind begins with (`capacity.CostMemory`);
+    - `{prefix}:frames:{worker}`: the channel on which a worker takes requests for a camera's picture, and
+      `{prefix}:frame:{request}` the list its answer is pushed to (`gridwatch.live_frames`).
     """
 
     prefix: str = "gridwatch"
@@ -46,6 +48,12 @@ class ClusterKeys:
     @property
     def costs(self) -> str:
         return f"{self.prefix}:workers:cost"
+
+    def frame_requests(self, worker_id: str) -> str:
+        return f"{self.prefix}:frames:{worker_id}"
+
+    def frame_reply(self, request_id: str) -> str:
+        return f"{self.prefix}:frame:{request_id}"
 
 
 DEFAULT_KEYS = ClusterKeys()

@@ -132,6 +132,9 @@ def test_the_worker_follows_cameras_registered_changed_and_removed_through_the_a
             and runtime._thresholds["gate-1"]["person"].min_score == 0.7
         )
         assert api.get("/api/v1/cameras/gate-1").json()["state"] == "online"
+        picture = api.get("/api/v1/cameras/gate-1/frame")  # from the frames this process decodes
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+        assert picture.headers["x-frame-source"] == "worker" and picture.headers["x-frame-width"] == "320"
         shown = api.get("/api/v1/cameras/cfg").json()["probe"]
         assert shown["observed"] is True and shown["width"] == 320
         assert api.get("/api/v1/cameras/gate-1").json()["probe"]["observed"] is False  # its own probe, kept
@@ -155,6 +158,8 @@ def test_the_worker_follows_cameras_registered_changed_and_removed_through_the_a
 
         assert api.patch("/api/v1/cameras/gate-1", json={"enabled": False}).status_code == 200
         until("the disabled camera stops", lambda: "gate-1" not in runtime.sources, timeout=30)
+        picture = api.get("/api/v1/cameras/gate-1/frame")  # nobody pulls it: a session of the API's own
+        assert picture.status_code == 200 and picture.headers["x-frame-source"] == "camera"
         assert api.patch("/api/v1/cameras/gate-1", json={"enabled": True}).status_code == 200
         until("the enabled camera starts again", lambda: online("gate-1"), timeout=30)
         assert api.delete("/api/v1/cameras/gate-1").status_code == 204

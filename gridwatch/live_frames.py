@@ -92,6 +92,7 @@ class FrameServer(threading.Thread):
         self._subscribed = threading.Event()
 
     def wait_subscribed(self, timeout: float) -> bool:
+        """Whether Redis confirmed the subscription within `timeout` seconds."""
         return self._subscribed.wait(timeout)
 
     def stop(self) -> None:
@@ -101,14 +102,16 @@ class FrameServer(threading.Thread):
     def run(self) -> None:
         channel = self.keys.frame_requests(self.worker_id)
         while not self._stop_event.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 pubsub.subscribe(channel)
                 while not self._stop_event.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if not self._subscribed.is_set() and pubsub.subscribed:
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe":  # Redis confirmed: requests reach us now
                         self._subscribed.set()
-                    if message is not None:
+                    elif message.get("type") == "message":
                         self._answer(message.get("data"))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._subscribed.clear()
@@ -130,11 +133,11 @@ class FrameServer(threading.Thread):
             log.warning("frame requests: ignored a reply key outside %s", self.keys.frame_reply("*"))
             return
         answer = _reply(self.frames.grab(camera_id, max_width))
+        self.answered += 1  # counted before the requester can see the answer
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(reply, answer)
         pipe.expire(reply, REPLY_TTL_S)
         pipe.execute()
-        self.answered += 1
 
 
 class RedisFrames:
